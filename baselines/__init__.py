@@ -1,0 +1,32 @@
+"""The four handwritten experiments, as a registry of Arch values with their lab notes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+
+from space import Arch
+
+NAMES = ("exp1", "exp2", "exp3", "exp4")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str  # exp1..exp4
+    arch: Arch  # the model and its recipe
+    target: str  # what the step sets out to do
+    analysis: str  # what the numbers say; a format string over the measured results
+
+
+def get(name: str) -> Baseline:
+    """A baseline by name ('exp4', '4' or 'baselines/exp4')."""
+    key = name.removeprefix("baselines/").removesuffix(".py")
+    key = f"exp{key}" if key.isdigit() else key
+    if key not in NAMES:
+        raise ValueError(f"unknown baseline {name!r}; known: {', '.join(NAMES)}.")
+    m = import_module(f"baselines.{key}")
+    return Baseline(key, m.ARCH, m.TARGET, m.ANALYSIS)
+
+
+def all_baselines() -> list[Baseline]:
+    return [get(n) for n in NAMES]

@@ -1,0 +1,211 @@
+"""`budgetnas`: the command line. Each sub-command is a thin shell over one module."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+EXIT_USAGE = 2  # bad input: a path, a file, a value; one line on stderr
+
+
+class UserError(Exception):
+    """Bad input from the user; printed as one line, exit code 2."""
+
+
+def set_threads(n: int | None) -> None:
+    torch.set_num_threads(n or os.cpu_count() or 1)
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist | kmnist (IDX layout)")
+    p.add_argument("--data-dir", default=None, help="data root (default: $BUDGETNAS_DATA, else ./data)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+
+
+# ----------------------------------------------------------------------------- baseline / verify
+def cmd_baseline(args) -> None:
+    import baselines
+    from search import data as D
+    from search.results import RESULTS_DIR, baseline_markdown, provenance, write_json
+    from search.verify import load_candidate, run_seed, summarise
+
+    names = baselines.NAMES if args.name == "all" else (baselines.get(args.name).name,)
+    data = D.load(args.dataset, args.data_dir, val_size=0)
+    for name in names:
+        cand = load_candidate(name)
+        for seed in args.seeds:
+            print(f"{name} seed {seed}: {cand.params:,} params, {args.dataset}, recipe {cand.recipe}")
+            history = run_seed(cand, data, seed, args.epochs, args.device)
+            summary = summarise(history, cand.params)
+            path = RESULTS_DIR / args.dataset / f"{name}-seed{seed}.json"
+            run = {"baseline": name, "seed": seed, "dataset": args.dataset, "summary": summary,
+                   "arch": baselines.get(name).arch.to_dict(), "history": history, **provenance()}
+            write_json(path, run)
+            print(f"{name} seed {seed}: min last-3 test {summary['min_last3']:.2f}%  -> {path}")
+    md = baseline_markdown(args.dataset)
+    out = RESULTS_DIR.parent / ("RESULTS.md" if args.dataset == "mnist" else f"RESULTS-{args.dataset}.md")
+    out.write_text(md + "\n")
+    print(f"wrote {out}")
+
+
+def cmd_verify(args) -> None:
+    from pathlib import Path
+
+    from search import data as D
+    from search.results import provenance, write_json
+    from search.verify import load_candidate, run_seed, summarise, verdict, verdict_line
+
+    cand = load_candidate(args.target)
+    data = D.load(args.dataset, args.data_dir, val_size=0)
+    summaries = []
+    for seed in args.seeds_list:
+        history = run_seed(cand, data, seed, args.epochs, args.device)
+        summaries.append({"seed": seed, **summarise(history, cand.params), "history": history})
+    print(f"\n{'seed':>4} {'params':>7} {'best':>7} {'last-3 test accuracy':>26} {'min':>7}")
+    for s in summaries:
+        last3 = " ".join(f"{a:.2f}" for a in s["last3_test"])
+        print(f"{s['seed']:>4} {s['params']:>7} {s['best_test']:>6.2f}% {last3:>26} {s['min_last3']:>6.2f}%")
+    v = verdict(summaries, args.target_acc)
+    if args.json:
+        write_json(Path(args.json), {"target": args.target, "verdict": v, "runs": summaries, **provenance()})
+    print(verdict_line(v, cand.params))
+    if not v["passed"]:
+        sys.exit(1)
+
+
+# ----------------------------------------------------------------------------- search / status
+def cmd_search(args) -> None:
+    from search.runner import run
+    from search.status import summary
+    from search.study import load_config
+
+    cfg = load_config(args.config, name=args.study, budget=args.budget, trials=args.trials, timeout=args.timeout,
+                      epochs=args.epochs, storage=args.storage, objective=args.objective, seed=args.seed,
+                      subset=args.subset, dataset=args.dataset, data_dir=args.data_dir, pruner=args.pruner,
+                      warm_start=args.warm_start, dry_run=args.dry_run or None)
+    study = run(cfg, device=args.device)
+    if cfg.dry_run:
+        print(dry_run_summary(study))
+    print(summary(study))
+
+
+def dry_run_summary(study) -> str:
+    from optuna.trial import TrialState
+
+    over = [t.user_attrs.get("pruned_by") == "budget" for t in study.get_trials(deepcopy=False)
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    half = len(over) // 2
+    first, last = sum(over[:half]) / max(half, 1), sum(over[half:]) / max(len(over) - half, 1)
+    return f"dry run: over-budget share {first:.0%} in the first {half} trials, {last:.0%} in the last {len(over) - half}"
+
+
+def cmd_status(args) -> None:
+    from search.status import summary
+
+    print(summary(load_existing_study(args.study, args.storage)))
+
+
+def load_existing_study(name: str, url: str | None):
+    import optuna
+
+    from search.study import make_storage
+
+    url = url or f"sqlite:///studies/{name}.db"
+    if url.startswith("sqlite:///") and not os.path.exists(url.removeprefix("sqlite:///")):
+        raise UserError(f"no study database {url.removeprefix('sqlite:///')}; run `budgetnas search --study {name}` first.")
+    try:
+        return optuna.load_study(study_name=name, storage=make_storage(url, heartbeat=False))
+    except KeyError:
+        raise UserError(f"no study {name!r} in {url}.") from None
+
+
+def cmd_export(args) -> None:
+    from pathlib import Path
+
+    from search.export import export
+
+    study = load_existing_study(args.study, args.storage)
+    out = export(study, Path(args.output), args.trial, args.params_max)
+    print(f"wrote {out}")
+
+
+# ----------------------------------------------------------------------------- parser
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="budgetnas", description="Architecture search for small CNNs under a parameter budget.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    b = sub.add_parser("baseline", help="train a handwritten baseline (1-4 or all), test every epoch")
+    b.add_argument("name", help="1..4, exp1..exp4 or all")
+    b.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
+    b.add_argument("--seed", type=int, dest="seeds", nargs=1, help="one training seed")
+    b.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    add_data_args(b)
+    b.set_defaults(func=cmd_baseline)
+
+    v = sub.add_parser("verify", help="retrain a module or baseline on all training images, test each epoch")
+    v.add_argument("target", help="an exported .py module, or a baseline (exp4, baselines/exp4)")
+    v.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default: 3)")
+    v.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (<= 15 for the course)")
+    v.add_argument("--target", dest="target_acc", type=float, default=99.40, help="test accuracy to clear, %%")
+    v.add_argument("--json", default=None, help="write per-seed results and the verdict here")
+    add_data_args(v)
+    v.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("search", help="run (or resume) a study: sample, count, prune, train")
+    s.add_argument("--study", default=None, help="study name (default: from --config, else 'default')")
+    s.add_argument("--config", default=None, help="study file (TOML with [study] and [space] tables)")
+    s.add_argument("--budget", type=int, default=None, help="max trainable parameters (default 8000)")
+    s.add_argument("--trials", type=int, default=None, help="trials to run now (default 20)")
+    s.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    s.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 15)")
+    s.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///studies/NAME.db)")
+    s.add_argument("--objective", choices=("accuracy", "pareto"), default=None)
+    s.add_argument("--pruner", choices=("median", "halving", "hyperband", "none"), default=None)
+    s.add_argument("--seed", type=int, default=None, help="sampler seed; trial seeds derive from it")
+    s.add_argument("--subset", type=int, default=None, help="train on N training images (smoke runs)")
+    s.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
+                   help="enqueue the four baselines first (default: yes)")
+    s.add_argument("--dry-run", action="store_true", help="sample and count only; in memory, no training")
+    add_data_args(s)
+    s.set_defaults(func=cmd_search, dataset=None)
+
+    st = sub.add_parser("status", help="trials by state, best so far, Pareto front, time spent")
+    st.add_argument("--study", required=True)
+    st.add_argument("--storage", default=None)
+    st.set_defaults(func=cmd_status)
+
+    e = sub.add_parser("export", help="write a trial's model as a standalone module")
+    e.add_argument("--study", required=True)
+    e.add_argument("--storage", default=None)
+    e.add_argument("--trial", type=int, default=None, help="trial number (default: best by validation accuracy)")
+    e.add_argument("--params-max", type=int, default=None, help="best trial at or under this many params")
+    e.add_argument("-o", "--output", default="best_model.py")
+    e.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    from search.data import DataError
+
+    args = parser().parse_args(argv)
+    if getattr(args, "seeds", None) is not None and isinstance(args.seeds, int):
+        args.seeds_list = list(range(args.seeds))
+    set_threads(getattr(args, "threads", None))
+    try:
+        args.func(args)
+    except (UserError, DataError, ValueError) as e:
+        if os.environ.get("BUDGETNAS_DEBUG"):
+            raise
+        print(f"budgetnas: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        print("budgetnas: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Pick a trial from a study and write its Arch as a standalone module."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import optuna
+
+from search.status import best_trial
+from space import Arch
+from space.render import render
+
+
+def choose_trial(study: optuna.Study, number: int | None = None, params_max: int | None = None):
+    """Trial `number`, else the most accurate completed one (at or under `params_max` params)."""
+    if number is None:
+        return best_trial(study, params_max)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not trials or not trials[0].values:
+        raise ValueError(f"study {study.study_name!r} has no completed trial {number}.")
+    return trials[0]
+
+
+def export(study: optuna.Study, out: Path, number: int | None = None, params_max: int | None = None) -> Path:
+    trial = choose_trial(study, number, params_max)
+    arch = Arch.from_dict(trial.user_attrs["arch"])
+    fp = study.user_attrs.get("budgetnas", {})
+    provenance = {
+        "Study": f"{study.study_name}, trial {trial.number}"
+        + (f" (baseline {trial.user_attrs['baseline']})" if "baseline" in trial.user_attrs else ""),
+        "Budget": f"{fp.get('budget')} params; this model has {trial.user_attrs['params']}",
+        "Validation accuracy": f"{trial.values[0]:.2f}% (mean of the last 3 of {fp.get('epochs')} epochs, "
+        f"{fp.get('val_size')} held-out training images of {fp.get('dataset')})",
+        "Exported": f"{date.today().isoformat()} by `budgetnas export`",
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(arch, provenance))
+    return out

@@ -1,0 +1,90 @@
+"""The evaluator: budget check -> train with per-epoch reporting -> validation accuracy.
+
+Every trial stores what a later reader needs (Arch JSON, params, per-epoch history,
+seconds, why it stopped) as user attributes, so nothing is recomputed afterwards.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+
+import optuna
+
+from search.data import Data
+from search.train import Diverged, train
+from space import SpaceConfig, build, count_params, sample_arch
+
+LAST = 3  # the objective is the mean validation accuracy of the last 3 epochs: it rewards stability
+
+
+def trial_seed(base_seed: int, trial_number: int) -> int:
+    """Each trial's training seed: fixed by the study seed and the trial number."""
+    return base_seed * 100_003 + trial_number
+
+
+def stop(trial: optuna.Trial, cause: str, reason: str) -> None:
+    """Record why a trial ends early: cause is budget | shape | pruner | diverged."""
+    trial.set_user_attr("pruned_by", cause)
+    trial.set_user_attr("pruned_reason", reason)
+
+
+def make_objective(
+    *,
+    budget: int,
+    space: SpaceConfig,
+    epochs: int,
+    data: Data | None,
+    pareto: bool = False,
+    seed: int = 0,
+    device: str = "auto",
+    dry_run: bool = False,
+    train_fn: Callable = train,
+) -> Callable[[optuna.Trial], float | tuple[float, float]]:
+    """The function `study.optimize` calls. `pareto` returns (val accuracy, params)."""
+
+    def objective(trial: optuna.Trial):
+        t0 = time.perf_counter()
+        try:
+            arch = sample_arch(trial, space, epochs)
+        except ValueError as e:  # e.g. too many unpadded convs for a 28px image: infeasible too
+            trial.set_constraint("params", float(budget))
+            stop(trial, "shape", str(e))
+            raise optuna.TrialPruned(str(e)) from None
+        n = count_params(arch)
+        trial.set_user_attr("params", n)
+        trial.set_user_attr("arch", arch.to_dict())
+        trial.set_constraint("params", float(n - budget))  # <= 0 is feasible; TPE avoids the rest
+        if n > budget:
+            stop(trial, "budget", f"over budget: {n} params > {budget}")
+            raise optuna.TrialPruned(f"{n} params > budget {budget}")
+        if dry_run:  # no training: every feasible model scores the same, so only the budget is learned
+            return (0.0, n) if pareto else 0.0
+
+        history: list[dict] = []
+
+        def report(record: dict) -> None:
+            history.append(record)
+            trial.set_user_attr("history", history)
+            if pareto:  # Optuna's pruners do not run in multi-objective studies
+                return
+            trial.report(record["val_acc"], record["epoch"])
+            if trial.should_prune():
+                stop(trial, "pruner", f"stopped by the pruner after epoch {record['epoch']}")
+                raise optuna.TrialPruned(f"val acc {record['val_acc']:.2f}% after epoch {record['epoch']}")
+
+        try:
+            train_fn(partial(build, arch), arch.recipe, data, seed=trial_seed(seed, trial.number),
+                     device=device, on_epoch=report, progress=False)
+        except Diverged as e:
+            stop(trial, "diverged", f"diverged: {e}")
+            raise optuna.TrialPruned(str(e)) from None
+        finally:
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+        value = statistics.mean(h["val_acc"] for h in history[-LAST:])
+        trial.set_user_attr("val_last3", value)
+        return (value, n) if pareto else value
+
+    return objective

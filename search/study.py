@@ -1,0 +1,202 @@
+"""A study: its configuration (defaults -> TOML -> CLI), Optuna storage, sampler and pruner.
+
+Optuna's storages are the distributed engine: SQLite by default, a PostgreSQL/MySQL URL or
+a journal file for many workers. A study remembers the budget, space and fidelity it was
+created with; resuming it with different ones is refused instead of mixing trials.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import optuna
+
+import baselines
+from space import Arch, Conv, Pool, SpaceConfig, count_params, params_of
+
+OBJECTIVES = ("accuracy", "pareto")
+PRUNERS = ("median", "halving", "hyperband", "none")
+FINGERPRINT = "budgetnas"  # study user attribute holding what the study was created with
+
+
+class StudyError(ValueError):
+    """A study that cannot be created, opened or resumed as asked."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "default"  # study name in the storage
+    budget: int = 8000  # hard limit on trainable parameters
+    trials: int = 20  # trials to run in this invocation
+    timeout: float | None = None  # stop starting new trials after this many seconds
+    epochs: int = 15  # training epochs per trial (the fidelity)
+    objective: str = "accuracy"  # accuracy: max val acc | pareto: max val acc, min params
+    pruner: str = "median"  # early stopping of hopeless trials (accuracy objective only)
+    seed: int = 0  # sampler seed; trial k trains with a seed derived from (seed, k)
+    dataset: str = "mnist"  # any 28x28 grey-scale 10-class IDX dataset
+    data_dir: str | None = None  # data root; default $BUDGETNAS_DATA, else ./data
+    val_size: int = 5000  # validation images held out from train; selection uses them only
+    subset: int | None = None  # train on the first N training images (smoke runs)
+    storage: str | None = None  # Optuna storage URL; default sqlite:///studies/NAME.db
+    warm_start: bool = True  # enqueue the four baselines first
+    dry_run: bool = False  # sample and count only, no training
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+
+    def __post_init__(self):
+        if self.budget <= 0:
+            raise StudyError(f"budget must be a positive number of parameters, but got {self.budget}.")
+        if self.objective not in OBJECTIVES:
+            raise StudyError(f"objective must be one of {OBJECTIVES}, but got {self.objective!r}.")
+        if self.pruner not in PRUNERS:
+            raise StudyError(f"pruner must be one of {PRUNERS}, but got {self.pruner!r}.")
+        if self.trials < 1 or self.epochs < 1:
+            raise StudyError(f"trials and epochs must be >= 1, but got {self.trials}, {self.epochs}.")
+        smallest = min_params(self.space)
+        if self.budget < smallest:
+            raise StudyError(f"budget {self.budget} is below the smallest model in the space ({smallest} params).")
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///studies/{self.name}.db"
+
+    def fingerprint(self) -> dict:
+        """What must not change when a study is resumed."""
+        return {"budget": self.budget, "objective": self.objective, "epochs": self.epochs, "dataset": self.dataset,
+                "val_size": self.val_size, "subset": self.subset, "space": self.space.to_dict()}
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "space": self.space.to_dict()}
+
+
+def load_config(path: str | Path | None, **overrides) -> StudyConfig:
+    """Defaults, then the TOML file ([study] and [space] tables), then non-None overrides."""
+    d: dict = {}
+    if path is not None:
+        try:
+            toml = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise StudyError(f"{path}: no such config file.") from None
+        except tomllib.TOMLDecodeError as e:
+            raise StudyError(f"{path}: not valid TOML ({e}).") from None
+        unknown = set(toml) - {"study", "space"}
+        if unknown:
+            raise StudyError(f"{path}: unknown tables {sorted(unknown)}; known: ['space', 'study'].")
+        d = dict(toml.get("study", {}))
+        known = {f.name for f in fields(StudyConfig)} - {"space"}
+        if set(d) - known:
+            raise StudyError(f"{path}: unknown [study] keys {sorted(set(d) - known)}; known: {sorted(known)}.")
+        _check_types(path, d)
+        d["space"] = SpaceConfig.from_dict(toml.get("space", {}))
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return StudyConfig(**d)
+
+
+def _check_types(path, d: dict) -> None:
+    defaults = StudyConfig.__dataclass_fields__
+    types = {"int": int, "float": (int, float), "str": str, "bool": bool}
+    for k, v in d.items():
+        want = defaults[k].type.split(" | ")[0]
+        ok = isinstance(v, types[want]) and not (want != "bool" and isinstance(v, bool))
+        if not ok:
+            raise StudyError(f"{path}: [study] {k} must be {want}, but got {v!r}.")
+
+
+def min_params(space: SpaceConfig) -> int:
+    """Parameters of the smallest model the space can sample (narrowest, shallowest, cheapest head)."""
+    c, counts = space.channels[0], []
+    for stages in range(space.stages[0], space.stages[1] + 1):
+        blocks: list = []
+        for s in range(stages):
+            if s > 0:
+                blocks += [Pool()] + ([Conv(c, k=1)] if False not in space.transition else [])
+            blocks += [Conv(c)] * space.convs[0]
+        try:
+            arch = Arch(tuple(blocks), head="gap" if "gap" in space.head else "flatten", bn=False not in space.bn)
+        except ValueError:  # this many stages shrinks the image to nothing
+            continue
+        counts.append(count_params(arch))
+    if not counts:
+        raise StudyError(f"no model in the space fits a 28px image: {space.to_dict()}")
+    return min(counts)
+
+
+# ----------------------------------------------------------------------------- storage & study
+def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.BaseStorage:
+    """sqlite:///file, postgresql://..., mysql://... (with heartbeats) or journal:FILE."""
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url.removeprefix("journal:"))
+        if not path.parent.exists():
+            raise StudyError(f"journal storage {url!r}: folder {path.parent} does not exist.")
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if not url.startswith(("sqlite:///", "postgresql", "mysql")):
+        raise StudyError(f"storage must be sqlite:///FILE, postgresql://..., mysql://... or journal:FILE, but got {url!r}.")
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if path.parent == Path("studies"):
+            path.parent.mkdir(exist_ok=True)
+        if not path.parent.exists():
+            raise StudyError(f"storage {url!r}: folder {path.parent} does not exist.")
+    try:
+        with warnings.catch_warnings():  # heartbeats and their retry callback are "experimental" since 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if not heartbeat:
+                return optuna.storages.RDBStorage(url)
+            # a trial whose worker stopped beating is failed after the grace period and retried
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120,
+                                              heartbeat_stale_trial_callback=retry)
+    except Exception as e:  # sqlalchemy/driver errors: bad URL, unreachable server, missing driver
+        raise StudyError(f"cannot open storage {url!r}: {str(e).splitlines()[0]}") from None
+
+
+def make_sampler(cfg: StudyConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
+    """TPE over the conditional space; each worker gets its own seed or all would propose alike."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=cfg.seed * 1000 + worker, multivariate=True, group=True,
+                                          constant_liar=True, n_startup_trials=10)
+
+
+def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    if cfg.pruner == "median":  # compare each epoch with the median of earlier trials at that epoch
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if cfg.pruner == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
+    if cfg.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=2, max_resource=cfg.epochs, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
+    """Create the study, or resume it if its fingerprint matches this config."""
+    storage = storage if storage is not None else make_storage(cfg.storage_url)
+    directions = ["maximize", "minimize"] if cfg.objective == "pareto" else ["maximize"]
+    study = optuna.create_study(study_name=cfg.name, storage=storage, directions=directions,
+                                sampler=make_sampler(cfg, worker), pruner=make_pruner(cfg), load_if_exists=True)
+    fp = cfg.fingerprint()
+    old = study.user_attrs.get(FINGERPRINT)
+    if old is None:
+        if study.trials:
+            raise StudyError(f"study {cfg.name!r} exists in {cfg.storage_url} but was not made by budgetnas.")
+        study.set_user_attr(FINGERPRINT, fp)
+        study.set_user_attr("config", json.loads(json.dumps(cfg.to_dict())))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["val_acc", "params"] if cfg.objective == "pareto" else ["val_acc"])
+        if cfg.warm_start:
+            for b in baselines.all_baselines():
+                study.enqueue_trial(params_of(b.arch), user_attrs={"baseline": b.name}, skip_if_exists=True)
+    elif old != fp:
+        changed = sorted(k for k in fp if fp[k] != old.get(k))
+        detail = "; ".join(f"{k}: was {old.get(k)!r}, now {fp[k]!r}" for k in changed if k != "space")
+        if "space" in changed:
+            detail += ("; " if detail else "") + "space: changed"
+        raise StudyError(f"study {cfg.name!r} was created with other settings ({detail}); "
+                         "use a new --study name or the original settings.")
+    return study

@@ -1,0 +1,101 @@
+"""Final verification on the test split: retrain on all training images, test every epoch.
+
+Used by `budgetnas verify` (exported modules and baselines alike) and `budgetnas baseline`.
+The criterion is the course's: test accuracy >= target in each of the last 3 epochs, for
+every seed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import torch
+
+import baselines
+from search.data import Data
+from search.train import train
+from space import Recipe, build, count_params
+
+LAST = 3  # epochs at the end that must all clear the target
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str  # what is being verified: a baseline name or a module path
+    make_model: Callable[[], torch.nn.Module]  # builds a fresh, untrained model
+    recipe: Recipe  # how to train it
+    params: int  # trainable parameters
+
+
+def load_candidate(target: str) -> Candidate:
+    """A baseline ('exp4', 'baselines/exp4') or an exported module file (Net, RECIPE, PARAMS)."""
+    path = Path(target)
+    if path.suffix == ".py" and path.exists() and "baselines" not in path.parts:
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+        for attr in ("Net", "RECIPE", "PARAMS"):
+            if not hasattr(module, attr):
+                raise ValueError(f"{path} has no {attr}; is it a module written by `budgetnas export`?")
+        return Candidate(str(path), module.Net, Recipe(**module.RECIPE), module.PARAMS)
+    if path.suffix == ".py" and not path.exists() and "baselines" not in path.parts:
+        raise ValueError(f"{path}: no such file.")
+    b = baselines.get(target)
+    return Candidate(b.name, partial(build, b.arch), b.arch.recipe, count_params(b.arch))
+
+
+def summarise(history: list[dict], params: int) -> dict:
+    """The numbers every report quotes, computed from one run's per-epoch history."""
+    test = [h["test_acc"] for h in history]
+    train_acc = [h["train_acc"] for h in history]
+    return {
+        "params": params,
+        "epochs": len(history),
+        "best_train": max(train_acc),
+        "last_train": train_acc[-1],
+        "best_test": max(test),
+        "first_test": test[0],
+        "last_test": test[-1],
+        "last3_test": test[-LAST:],
+        "min_last3": min(test[-LAST:]),
+        "sec_per_epoch": statistics.mean(h["seconds"] for h in history),
+    }
+
+
+def verdict(summaries: list[dict], target: float) -> dict:
+    """PASS iff every seed's last-3 test accuracies are all >= target."""
+    mins = [s["min_last3"] for s in summaries]
+    means = [statistics.mean(s["last3_test"]) for s in summaries]
+    return {
+        "passed": all(m >= target for m in mins),
+        "target": target,
+        "min_last3": min(mins),
+        "mean_last3": statistics.mean(means),
+    }
+
+
+def verdict_line(v: dict, params: int) -> str:
+    return (
+        f"{'PASS' if v['passed'] else 'FAIL'} params={params} "
+        f"min_last3={v['min_last3']:.2f}% mean_last3={v['mean_last3']:.2f}%"
+    )
+
+
+def run_seed(cand: Candidate, data: Data, seed: int, epochs: int | None, device: str, log=print) -> list[dict]:
+    """One full training on `data.train` (train + validation), test accuracy every epoch."""
+    recipe = cand.recipe if epochs is None else replace(cand.recipe, epochs=epochs)
+
+    def show(r):
+        log(
+            f"  seed {seed} epoch {r['epoch']:2d}  loss {r['train_loss']:.4f}  train {r['train_acc']:.2f}%  "
+            f"test {r['test_acc']:.2f}%  lr {r['lr']:.4g}  {r['seconds']:.1f}s"
+        )
+
+    return train(cand.make_model, recipe, data, seed=seed, device=device, eval_test=True, on_epoch=show)

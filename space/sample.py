@@ -1,0 +1,155 @@
+"""The search space, written as the code runs (define-by-run), and its inverse `params_of`.
+
+Shape of every sampled model: `stages` stages of 3x3 convs; between stages a 2x2
+max-pool, optionally followed by a 1x1 transition conv; the last `s{i}_padded` convs of
+a stage pad by 1 (keeping the map's side). Then a GAP or flatten head. Labels are stable
+(`s{stage}_c{conv}`) so trials compare across a study and a baseline can be enqueued as
+plain params.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import optuna
+
+from space.arch import Arch, Conv, Pool, Recipe
+
+IntRange = tuple[int, int]
+FloatRange = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """Ranges (inclusive) and choices of every knob. A knob is fixed by a range of one value
+    or a single choice. Set from a study file's [space] table."""
+
+    stages: IntRange = (2, 3)  # conv stages, separated by max-pools
+    convs: IntRange = (1, 4)  # 3x3 convs per stage
+    channels: IntRange = (4, 32)  # channels per conv
+    channel_step: int = 2  # channel granularity
+    transition: tuple[bool, ...] = (True, False)  # 1x1 conv after each pool?
+    bn: tuple[bool, ...] = (True, False)  # BatchNorm after every conv?
+    dropout: FloatRange = (0.0, 0.2)  # dropout after every conv
+    dropout_step: float = 0.025
+    head: tuple[str, ...] = ("gap", "flatten")
+    optimizer: tuple[str, ...] = ("sgd", "adam", "adamw")
+    lr: FloatRange = (1e-3, 0.3)  # peak learning rate, sampled log-uniform
+    weight_decay: tuple[float, ...] = (0.0, 1e-5, 1e-4, 5e-4)
+    schedule: tuple[str, ...] = ("none", "step", "onecycle", "cosine")
+    step_every: IntRange = (2, 8)  # step schedule: epochs between decays
+    step_gamma: tuple[float, ...] = (0.1, 0.3, 0.5)
+    batch_size: tuple[int, ...] = (64, 128, 256)
+    rotate: FloatRange = (0.0, 15.0)  # degrees
+    rotate_step: float = 2.5
+    translate: FloatRange = (0.0, 0.1)  # fraction of the image side
+    translate_step: float = 0.025
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SpaceConfig:
+        defaults = cls()
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown [space] keys {sorted(unknown)}; known: {sorted(f.name for f in fields(cls))}.")
+        for k, v in d.items():
+            like = getattr(defaults, k)
+            items, kinds = (v, like) if isinstance(like, tuple) else ([v], [like])
+            if isinstance(like, tuple) and (not isinstance(v, list) or not v):
+                raise ValueError(f"[space] {k} must be a non-empty list like {list(like)}, but got {v!r}.")
+            if not all(_same_kind(x, kinds[0]) for x in items):
+                raise ValueError(f"[space] {k} must hold values like {like!r}, but got {v!r}.")
+            if k in RANGES and (len(v) != 2 or v[0] > v[1]):
+                raise ValueError(f"[space] {k} must be a range [low, high] with low <= high, but got {v!r}.")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+RANGES = {"stages", "convs", "channels", "dropout", "lr", "step_every", "rotate", "translate"}
+
+
+def _same_kind(x, like) -> bool:
+    """TOML's `0` may stand for `0.0`; a bool is never a number."""
+    if isinstance(like, bool) or isinstance(x, bool):
+        return isinstance(x, bool) and isinstance(like, bool)
+    if isinstance(like, float):
+        return isinstance(x, int | float)
+    return isinstance(x, type(like))
+
+
+def _int(trial, name, r: IntRange, step=1):
+    return trial.suggest_int(name, r[0], r[1], step=step)
+
+
+def _float(trial, name, r: FloatRange, step=None, log=False):
+    return trial.suggest_float(name, float(r[0]), float(r[1]), step=step, log=log)
+
+
+def sample_arch(trial: optuna.trial.BaseTrial, space: SpaceConfig = SpaceConfig(), epochs: int = 15) -> Arch:
+    """One Arch from the space; `epochs` is the study's fidelity, not a searched knob."""
+    ch = (space.channels[0], space.channels[1])
+    blocks: list = []
+    for s in range(_int(trial, "stages", space.stages)):
+        if s > 0:
+            blocks.append(Pool())
+            if trial.suggest_categorical(f"s{s}_transition", space.transition):
+                blocks.append(Conv(_int(trial, f"s{s}_t", ch, space.channel_step), k=1))
+        n = _int(trial, f"s{s}_convs", space.convs)
+        widths = [_int(trial, f"s{s}_c{i}", ch, space.channel_step) for i in range(n)]
+        padded = trial.suggest_int(f"s{s}_padded", 0, n)
+        blocks += [Conv(w, pad=int(i >= n - padded)) for i, w in enumerate(widths)]
+    bn = trial.suggest_categorical("bn", space.bn)
+    dropout = _float(trial, "dropout", space.dropout, space.dropout_step)
+    head = trial.suggest_categorical("head", space.head)
+
+    schedule = trial.suggest_categorical("schedule", space.schedule)
+    step = {}
+    if schedule == "step":
+        step = {"step_every": _int(trial, "step_every", space.step_every),
+                "step_gamma": trial.suggest_categorical("step_gamma", space.step_gamma)}
+    recipe = Recipe(
+        optimizer=trial.suggest_categorical("optimizer", space.optimizer),
+        lr=_float(trial, "lr", space.lr, log=True),
+        weight_decay=trial.suggest_categorical("weight_decay", space.weight_decay),
+        schedule=schedule,
+        epochs=epochs,
+        batch_size=trial.suggest_categorical("batch_size", space.batch_size),
+        rotate=_float(trial, "rotate", space.rotate, space.rotate_step),
+        translate=_float(trial, "translate", space.translate, space.translate_step),
+        **step,
+    )
+    return Arch(blocks=tuple(blocks), head=head, bn=bn, dropout=dropout, recipe=recipe)
+
+
+def params_of(arch: Arch) -> dict:
+    """Trial params that make `sample_arch` return `arch` (with the study's epochs).
+
+    ValueError if the Arch has a shape the space cannot express."""
+    stages: list[list] = [[]]
+    for b in arch.blocks:
+        if isinstance(b, Pool):
+            if b.size != 2:
+                raise ValueError(f"the space only has 2x2 pools, but got {b}.")
+            stages.append([])
+        else:
+            stages[-1].append(b)
+    p: dict = {"stages": len(stages)}
+    for s, convs in enumerate(stages):
+        if s > 0:
+            has_t = bool(convs) and convs[0].k == 1
+            p[f"s{s}_transition"] = has_t
+            if has_t:
+                p[f"s{s}_t"] = convs.pop(0).out
+        pads = [c.pad for c in convs]
+        if not convs or any(c.k != 3 for c in convs) or pads != sorted(pads) or set(pads) - {0, 1}:
+            raise ValueError(f"stage {s} must be 3x3 convs whose padded ones (pad 1) come last, but got {convs}.")
+        p[f"s{s}_convs"] = len(convs)
+        p.update({f"s{s}_c{i}": c.out for i, c in enumerate(convs)})
+        p[f"s{s}_padded"] = sum(pads)
+    r = arch.recipe
+    p.update(bn=arch.bn, dropout=arch.dropout, head=arch.head, schedule=r.schedule, optimizer=r.optimizer,
+             lr=r.lr, weight_decay=r.weight_decay, batch_size=r.batch_size, rotate=r.rotate, translate=r.translate)
+    if r.schedule == "step":
+        p.update(step_every=r.step_every, step_gamma=r.step_gamma)
+    return p

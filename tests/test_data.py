@@ -1,0 +1,69 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from search.data import DataError, load, read_idx, resolve_root
+from tests.conftest import idx_bytes, write_idx_dataset
+
+
+def test_reads_a_good_dataset(data_root):
+    d = load("mnist", data_root, val_size=200)
+    assert d.train.images.dtype == torch.uint8 and d.train.images.shape == (1000, 28, 28)
+    assert len(d.val) == 200 and len(d.test) == 300 and d.classes == 10
+    assert 0 < d.mean < 1 and 0 < d.std < 1
+
+
+def test_other_idx_datasets_load_by_name(tmp_path):
+    write_idx_dataset(tmp_path, "FashionMNIST")
+    assert len(load("fashion-mnist", tmp_path, val_size=100).train) == 1100
+
+
+def test_split_is_deterministic_and_disjoint(data_root):
+    a, b = load("mnist", data_root, val_size=200), load("mnist", data_root, val_size=200)
+    assert torch.equal(a.val.images, b.val.images) and torch.equal(a.train.labels, b.train.labels)
+    c = load("mnist", data_root, val_size=200, split_seed=1)
+    assert not torch.equal(a.val.images, c.val.images)
+    full = load("mnist", data_root, val_size=0)
+    assert full.val is None and len(full.train) == len(a.train) + len(a.val)
+
+
+def test_truncated_file_names_the_file(data_root):
+    path = data_root / "MNIST/raw/train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz"):
+        load("mnist", data_root)
+
+
+def test_short_payload_is_reported(tmp_path):
+    path = tmp_path / "x-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros(10, np.uint8))[:-3]))
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(path, 1)
+
+
+def test_wrong_magic_is_reported(data_root):
+    path = data_root / "MNIST/raw/t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 20))
+    with pytest.raises(DataError, match="magic"):
+        load("mnist", data_root)
+
+
+def test_missing_dir_offline_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(DataError, match="Offline"):
+        load("mnist", tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()  # nothing created when nothing arrived
+
+
+def test_unknown_dataset():
+    with pytest.raises(DataError, match="known: mnist"):
+        load("cifar")
+
+
+def test_data_dir_resolution(monkeypatch):
+    monkeypatch.setenv("BUDGETNAS_DATA", "/env")
+    assert str(resolve_root("/flag")) == "/flag" and str(resolve_root(None)) == "/env"
+    monkeypatch.delenv("BUDGETNAS_DATA")
+    assert str(resolve_root(None)) == "data"

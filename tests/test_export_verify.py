@@ -1,0 +1,94 @@
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import baselines
+from search.cli import main
+from search.verify import load_candidate, summarise, verdict, verdict_line
+from space import build, count_params
+from space.render import render
+from tests.test_space import random_archs
+from tests.test_train import TINY
+
+ARCHS = random_archs(12, seed=5) + [b.arch for b in baselines.all_baselines()]
+
+
+def load_module(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    return m
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"{count_params(a)}p")
+def test_rendered_module_matches_the_arch(arch, tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text(render(arch, {"Study": "test"}))
+    m = load_module(path)
+    assert m.PARAMS == count_params(arch) == sum(p.numel() for p in m.Net().parameters())
+    torch.manual_seed(0)
+    ours = [p.detach().clone() for p in build(arch).parameters()]
+    torch.manual_seed(0)
+    theirs = list(m.Net().parameters())
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))  # same layers, same order
+
+
+def test_rendered_module_passes_ruff(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text(render(baselines.get("exp4").arch, {"Study": "test"}))
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", str(path)], capture_output=True)
+    assert result.returncode == 0, result.stdout.decode()
+
+
+def test_rendered_module_trains_with_torch_alone(tmp_path, data_root):
+    """Run it in a fresh interpreter (clean PYTHONPATH) where the project's packages cannot import."""
+    arch = baselines.get("exp3").arch.with_recipe(epochs=1)
+    path = tmp_path / "model.py"
+    path.write_text(render(arch, {"Study": "test"}))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    block = "import sys, runpy; sys.modules.update(space=None, search=None, baselines=None); "
+    run = f"sys.argv = ['model.py', '--data-dir', {str(data_root / 'MNIST/raw')!r}, '--device', 'cpu']; "
+    out = subprocess.run([sys.executable, "-I", "-c", block + run + f"runpy.run_path({str(path)!r}, run_name='__main__')"],
+                         cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "7,570-parameter" not in out.stdout and "epoch  1  test" in out.stdout
+
+
+def history(tests):
+    return [{"epoch": i + 1, "train_acc": 99.0, "test_acc": a, "seconds": 1.0} for i, a in enumerate(tests)]
+
+
+def test_verdict_needs_every_last3_epoch_of_every_seed():
+    good = summarise(history([98.0, 99.5, 99.41, 99.45]), 5000)
+    dip = summarise(history([99.6, 99.5, 99.39, 99.45]), 5000)
+    assert verdict([good, good], 99.40)["passed"]
+    v = verdict([good, dip], 99.40)
+    assert not v["passed"] and v["min_last3"] == 99.39
+    assert verdict_line(v, 5000).startswith("FAIL params=5000 min_last3=99.39%")
+    early_dip = summarise(history([90.0, 99.5, 99.41, 99.45]), 5000)
+    assert verdict([early_dip], 99.40)["passed"]  # only the last 3 epochs count
+
+
+def test_load_candidate_accepts_baselines_and_files(tmp_path):
+    assert load_candidate("baselines/exp4").params == count_params(baselines.get("exp4").arch)
+    path = tmp_path / "m.py"
+    path.write_text(render(baselines.get("exp2").arch, {"Study": "t"}))
+    assert load_candidate(str(path)).params == count_params(baselines.get("exp2").arch)
+
+
+def test_verify_cli_on_synthetic_data(tmp_path, data_root, capsys):
+    path = tmp_path / "m.py"
+    path.write_text(render(TINY.with_recipe(epochs=6), {"Study": "t"}))
+    args = ["verify", str(path), "--seeds", "2", "--data-dir", str(data_root), "--threads", "1"]
+    with pytest.raises(SystemExit) as e:  # 3 epochs on synthetic data: nowhere near 99.99% -> FAIL, exit 1
+        main(args + ["--target", "99.99", "--json", str(tmp_path / "v.json")])
+    assert e.value.code == 1
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"FAIL params={count_params(TINY)}")
+    assert json.loads((tmp_path / "v.json").read_text())["verdict"]["passed"] is False
+    main(args + ["--target", "40"])  # but it does learn: far above chance (10%)
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"PASS params={count_params(TINY)}")

@@ -1,0 +1,154 @@
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.objective import make_objective
+from search.runner import run
+from search.status import best_trial, pareto_front, summary
+from search.study import StudyConfig, StudyError, load_config, make_pruner, make_storage, min_params, open_study
+from search.train import Diverged
+from space import SpaceConfig
+
+# A small space so that tiny trials train in about a second on synthetic data.
+SMALL = SpaceConfig(stages=(2, 2), convs=(1, 2), channels=(8, 12), optimizer=("adam",), lr=(0.01, 0.02),
+                    schedule=("none", "cosine"), batch_size=(64,), rotate=(0.0, 5.0), bn=(True,))
+
+
+def cfg(data_root, **kw) -> StudyConfig:
+    base = dict(name="t", budget=3000, trials=3, epochs=2, data_dir=str(data_root), val_size=200,
+                warm_start=False, space=SMALL, storage="sqlite:///t.db")
+    return StudyConfig(**{**base, **kw})
+
+
+def no_training(*args, **kwargs):
+    raise AssertionError("training must not be called for an over-budget trial")
+
+
+def test_over_budget_trial_is_pruned_before_training():
+    objective = make_objective(budget=300, space=SpaceConfig(channels=(16, 32), stages=(2, 2)), epochs=1,
+                               data=None, train_fn=no_training)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=5)
+    for t in study.trials:
+        assert t.state == TrialState.PRUNED and t.user_attrs["pruned_by"] == "budget"
+        assert t.user_attrs["params"] > 300
+        assert t.constraints == {"params": t.user_attrs["params"] - 300}  # what TPE reads
+
+
+def test_sampler_learns_the_budget_from_constraints():
+    """TPE reads trial.constraints: over 120 dry-run trials it proposes far fewer over-budget
+    models than random sampling does."""
+    objective = make_objective(budget=8000, space=SpaceConfig(), epochs=15, data=None, dry_run=True)
+
+    def over_budget_share(sampler):
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(objective, n_trials=120)
+        return sum(t.user_attrs.get("pruned_by") == "budget" for t in study.trials[20:]) / 100
+
+    random_share = over_budget_share(optuna.samplers.RandomSampler(seed=0))
+    tpe_share = over_budget_share(optuna.samplers.TPESampler(seed=0))
+    assert tpe_share < random_share / 2
+
+
+def test_diverged_trial_is_pruned_with_reason_and_study_goes_on(data_root):
+    calls = []
+
+    def diverging(*args, **kwargs):
+        calls.append(1)
+        raise Diverged("training loss became nan in epoch 1")
+
+    objective = make_objective(budget=100_000, space=SMALL, epochs=1, data=None, train_fn=diverging)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=3)
+    assert len(calls) == 3 and all(t.user_attrs["pruned_by"] == "diverged" for t in study.trials)
+    assert "nan" in study.trials[0].user_attrs["pruned_reason"]
+
+
+def test_median_pruner_stops_a_hopeless_trial():
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(StudyConfig(pruner="median")))
+    for _ in range(5):
+        t = study.ask()
+        for epoch in range(1, 5):
+            t.report(90.0 + epoch, epoch)
+        study.tell(t, 95.0)
+    t = study.ask()
+    for epoch in range(1, 4):
+        t.report(50.0, epoch)
+    assert t.should_prune()
+
+
+def test_small_search_stores_everything_and_resumes(data_root):
+    c = cfg(data_root)
+    study = run(c, device="cpu")
+    assert len(study.trials) == 3
+    for t in study.trials:
+        assert {"arch", "params"} <= set(t.user_attrs)
+        if t.state == TrialState.COMPLETE:
+            assert len(t.user_attrs["history"]) == 2 and t.user_attrs["seconds"] > 0
+            assert t.value == pytest.approx(sum(h["val_acc"] for h in t.user_attrs["history"]) / 2)
+    assert best_trial(study).value > 30  # synthetic data: chance is 10%
+    again = run(c, device="cpu")
+    assert len(again.trials) == 6 and "best" in summary(again)
+
+
+def test_resume_with_changed_budget_or_space_is_refused(data_root):
+    run(cfg(data_root, trials=1, dry_run=False, epochs=1), device="cpu")
+    with pytest.raises(StudyError, match="budget: was 3000, now 4000"):
+        open_study(cfg(data_root, budget=4000))
+    with pytest.raises(StudyError, match="space: changed"):
+        open_study(cfg(data_root, space=SpaceConfig()))
+
+
+def test_warm_start_enqueues_the_baselines(data_root):
+    study = open_study(cfg(data_root, warm_start=True, space=SpaceConfig(), budget=8000))
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs["baseline"] for t in waiting] == ["exp1", "exp2", "exp3", "exp4"]
+
+
+def test_pareto_dry_run_and_front(data_root):
+    study = run(cfg(data_root, objective="pareto", dry_run=True, trials=30, storage=None), device="cpu")
+    assert len(study.directions) == 2
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    front = pareto_front(done)
+    assert front and all(t.user_attrs["params"] <= 3000 for t in front)
+
+
+def test_same_seed_same_trials(data_root):
+    a = run(cfg(data_root, storage="sqlite:///a.db", trials=2, epochs=1), device="cpu")
+    b = run(cfg(data_root, storage="sqlite:///b.db", trials=2, epochs=1), device="cpu")
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    assert [t.values for t in a.trials] == [t.values for t in b.trials]
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(budget=0), "positive"),
+    (dict(budget=100), "smallest model"),
+    (dict(objective="speed"), "objective"),
+])
+def test_bad_study_settings(bad, match):
+    with pytest.raises(StudyError, match=match):
+        StudyConfig(**bad)
+
+
+def test_min_params_is_a_real_lower_bound():
+    assert min_params(SpaceConfig()) < min_params(SpaceConfig(channels=(8, 32)))
+
+
+def test_bad_storage_url():
+    with pytest.raises(StudyError, match="storage must be"):
+        make_storage("redis://x")
+    with pytest.raises(StudyError, match="does not exist"):
+        make_storage("sqlite:////nonexistent/dir/x.db")
+
+
+def test_config_file(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text('[study]\nname = "x"\nbudget = 5000\n[space]\nchannels = [4, 16]\n')
+    c = load_config(p, trials=7)
+    assert (c.name, c.budget, c.trials, c.space.channels) == ("x", 5000, 7, (4, 16))
+    p.write_text('[study]\nbudgt = 5000\n')
+    with pytest.raises(StudyError, match="unknown"):
+        load_config(p)
+    p.write_text('[study]\nbudget = "big"\n')
+    with pytest.raises(StudyError, match="budget must be int"):
+        load_config(p)

@@ -1,0 +1,83 @@
+import optuna
+import pytest
+import torch
+
+import baselines
+from space import Arch, Conv, Pool, SpaceConfig, build, count_params, params_of, sample_arch
+
+
+def random_archs(n: int, seed: int = 0):
+    """Archs sampled from the whole space (all knobs, both heads, BN on/off)."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    while len(out) < n:
+        trial = study.ask()
+        try:
+            out.append(sample_arch(trial, SpaceConfig()))
+        except ValueError:  # image shrinks to nothing: the objective prunes these
+            pass
+        study.tell(trial, 0.0)
+    return out
+
+
+@pytest.mark.parametrize("arch", random_archs(150), ids=lambda a: f"{count_params(a)}p")
+def test_count_params_is_exact(arch):
+    assert count_params(arch) == sum(p.numel() for p in build(arch).parameters())
+
+
+@pytest.mark.parametrize("arch", random_archs(20, seed=1), ids=lambda a: f"{count_params(a)}p")
+def test_build_forward_shape(arch):
+    assert build(arch)(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("arch", random_archs(30, seed=2) + [b.arch for b in baselines.all_baselines()])
+def test_json_round_trip(arch):
+    assert Arch.from_json(arch.to_json()) == arch
+
+
+@pytest.mark.parametrize("b", baselines.all_baselines(), ids=lambda b: b.name)
+def test_baseline_params_rebuild_the_same_arch(b):
+    params = params_of(b.arch)
+    assert sample_arch(optuna.trial.FixedTrial(params), epochs=b.arch.recipe.epochs) == b.arch
+
+
+def test_baselines_enqueue_as_themselves():
+    study = optuna.create_study()
+    for b in baselines.all_baselines():
+        study.enqueue_trial(params_of(b.arch))
+    for b in baselines.all_baselines():
+        assert sample_arch(study.ask()) == b.arch
+
+
+def test_baseline_targets():
+    counts = {b.name: count_params(b.arch) for b in baselines.all_baselines()}
+    assert counts["exp1"] < 20_000 and counts["exp2"] < 10_000 and counts["exp4"] < 8_000
+    e1, e3, e4 = (baselines.get(n).arch for n in ("exp1", "exp3", "exp4"))
+    assert not e1.bn and e1.dropout == 0 and e1.recipe.rotate == 0
+    assert e3.head == "gap" and e3.dropout > 0 and e3.recipe.rotate > 0
+    assert e4.recipe.schedule != "none" and e4.recipe.epochs <= 15
+
+
+def test_unknown_baseline_lists_known():
+    with pytest.raises(ValueError, match="known: exp1, exp2, exp3, exp4"):
+        baselines.get("exp9")
+
+
+def test_vanishing_image_is_rejected():
+    with pytest.raises(ValueError, match="nothing"):
+        Arch(blocks=(Conv(4),) * 14)
+
+
+def test_unrepresentable_arch_is_rejected():
+    with pytest.raises(ValueError, match="padded"):
+        params_of(Arch(blocks=(Conv(8, pad=1), Conv(8), Pool(), Conv(8))))
+
+
+def test_space_config_rejects_unknown_and_mistyped():
+    with pytest.raises(ValueError, match="unknown"):
+        SpaceConfig.from_dict({"chanels": [4, 8]})
+    with pytest.raises(ValueError, match="channels"):
+        SpaceConfig.from_dict({"channels": ["a", "b"]})
+    with pytest.raises(ValueError, match="low <= high"):
+        SpaceConfig.from_dict({"channels": [16, 4]})
+    assert SpaceConfig.from_dict({"dropout": [0, 0.1], "bn": [True]}).bn == (True,)

@@ -1,0 +1,69 @@
+from functools import partial
+
+import pytest
+import torch
+
+from search.data import load
+from search.train import Diverged, augment, train
+from space import Arch, Conv, Pool, Recipe, build
+
+TINY = Arch(blocks=(Conv(8), Pool(), Conv(12), Pool(), Conv(12)), head="gap", bn=True,
+            recipe=Recipe(optimizer="adam", lr=0.01, schedule="onecycle", epochs=3, batch_size=64, rotate=5))
+
+
+def fit(arch, data, **kw):
+    return train(partial(build, arch), arch.recipe, data, progress=False, device="cpu", **kw)
+
+
+def test_tiny_training_learns(data_root):
+    data = load("mnist", data_root, val_size=200)
+    history = fit(TINY, data, eval_test=True)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["val_acc"] > 60 and history[-1]["test_acc"] > 60  # chance is 10%
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_training_is_deterministic_given_a_seed(data_root):
+    data = load("mnist", data_root, val_size=200)
+    arch = TINY.with_recipe(epochs=1)
+    a, b = fit(arch, data, seed=3), fit(arch, data, seed=3)
+    c = fit(arch, data, seed=4)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(a) == strip(b) and strip(a) != strip(c)
+
+
+@pytest.mark.parametrize("schedule", ["none", "step", "onecycle", "cosine"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_every_schedule_and_optimizer_runs(data_root, schedule, optimizer):
+    data = load("mnist", data_root, val_size=200, subset=256)
+    arch = TINY.with_recipe(schedule=schedule, optimizer=optimizer, epochs=2, step_every=1)
+    assert len(fit(arch, data)) == 2
+
+
+def test_nan_loss_raises_diverged(data_root):
+    data = load("mnist", data_root, val_size=200, subset=256)
+    arch = TINY.with_recipe(optimizer="sgd", lr=1e12, schedule="none", epochs=2)
+    with pytest.raises(Diverged, match="loss became"):
+        fit(arch, data)
+
+
+def test_callback_can_stop_training(data_root):
+    data = load("mnist", data_root, val_size=200, subset=256)
+    seen = []
+
+    def stop(record):
+        seen.append(record["epoch"])
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(TINY, data, on_epoch=stop)
+    assert seen == [1]
+
+
+def test_augment_keeps_shape_and_moves_pixels():
+    x = torch.zeros(4, 1, 28, 28)
+    x[:, :, 10:18, 13:15] = 1.0
+    gen = torch.Generator().manual_seed(0)
+    y = augment(x, rotate=15, translate=0.1, gen=gen)
+    assert y.shape == x.shape and not torch.allclose(x, y)
+    assert augment(x, 0, 0, gen) is x
