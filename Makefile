@@ -10,7 +10,7 @@ ifneq ($(SHARED),)
 export BUDGETNAS_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: setup search test test-slow lint clean
+.PHONY: setup search test test-browser test-slow lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +27,10 @@ search: setup  ## a small default study on MNIST (a few minutes on 2 cores)
 
 test: setup  ## the default suite: synthetic data only, no network
 	$(BIN)/pytest
+
+test-browser: setup  ## optuna-dashboard in headless Chromium (needs: apt-get install chromium)
+	$(PY) -m pip install -q -e '.[test,browser]'
+	$(BIN)/pytest -m browser
 
 test-slow: setup  ## real MNIST, minutes
 	$(BIN)/pytest -m slow

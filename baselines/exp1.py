@@ -14,7 +14,7 @@ ARCH = Arch(
     head="flatten",
     bn=False,
     dropout=0.0,
-    recipe=Recipe(optimizer="sgd", lr=0.02, schedule="none", epochs=15, batch_size=128),
+    recipe=Recipe(optimizer="sgd", lr=0.01, schedule="none", epochs=15, batch_size=128),
 )
 
 ANALYSIS = (

@@ -79,15 +79,15 @@ def cmd_verify(args) -> None:
 
 # ----------------------------------------------------------------------------- search / status
 def cmd_search(args) -> None:
-    from search.runner import run
+    from search.runner import run_workers
     from search.status import summary
     from search.study import load_config
 
     cfg = load_config(args.config, name=args.study, budget=args.budget, trials=args.trials, timeout=args.timeout,
                       epochs=args.epochs, storage=args.storage, objective=args.objective, seed=args.seed,
-                      subset=args.subset, dataset=args.dataset, data_dir=args.data_dir, pruner=args.pruner,
+                      subset=args.subset, val_size=args.val_size, dataset=args.dataset, data_dir=args.data_dir, pruner=args.pruner,
                       warm_start=args.warm_start, dry_run=args.dry_run or None)
-    study = run(cfg, device=args.device)
+    study = run_workers(cfg, args.workers, device=args.device)
     if cfg.dry_run:
         print(dry_run_summary(study))
     print(summary(study))
@@ -109,18 +109,27 @@ def cmd_status(args) -> None:
     print(summary(load_existing_study(args.study, args.storage)))
 
 
-def load_existing_study(name: str, url: str | None):
-    import optuna
-
+def existing_storage(name: str, url: str | None):
+    """The storage of a study that must already exist; UserError otherwise."""
     from search.study import make_storage
 
     url = url or f"sqlite:///studies/{name}.db"
     if url.startswith("sqlite:///") and not os.path.exists(url.removeprefix("sqlite:///")):
         raise UserError(f"no study database {url.removeprefix('sqlite:///')}; run `budgetnas search --study {name}` first.")
+    if url.startswith("journal:") and not os.path.exists(url.removeprefix("journal:")):
+        raise UserError(f"no study journal {url.removeprefix('journal:')}; run `budgetnas search --study {name}` first.")
+    storage = make_storage(url, heartbeat=False)
     try:
-        return optuna.load_study(study_name=name, storage=make_storage(url, heartbeat=False))
+        storage.get_study_id_from_name(name)
     except KeyError:
         raise UserError(f"no study {name!r} in {url}.") from None
+    return storage
+
+
+def load_existing_study(name: str, url: str | None):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=existing_storage(name, url))
 
 
 def cmd_export(args) -> None:
@@ -131,6 +140,67 @@ def cmd_export(args) -> None:
     study = load_existing_study(args.study, args.storage)
     out = export(study, Path(args.output), args.trial, args.params_max)
     print(f"wrote {out}")
+
+
+def cmd_report(args) -> None:
+    from pathlib import Path
+
+    from search.report import write_report
+
+    out = Path(args.output or f"studies/{args.study}/REPORT.md")
+    verify = Path(args.verify) if args.verify else out.parent / "verify.json"
+    print(f"wrote {write_report(load_existing_study(args.study, args.storage), out, verify)}")
+
+
+def cmd_pruners(args) -> None:
+    from search import pruners
+
+    study = load_existing_study(args.study, args.storage)
+    rows = [pruners.replay(study, p) for p in ("none", "median", "halving", "hyperband")]
+    print(f"replay of {rows[0]['trials']} fully trained trials of {args.study!r}, epoch by epoch:")
+    print(pruners.table(rows))
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def cmd_dashboard(args) -> None:
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import run_server
+
+    from search.runner import artifact_dir
+
+    storage = existing_storage(args.study, args.storage)
+    if args.host not in LOOPBACK:
+        print(f"budgetnas: warning: optuna-dashboard has no authentication and its API can delete studies; "
+              f"it is now reachable by anyone who can reach {args.host}:{args.port}. Prefer an SSH tunnel "
+              "(ssh -L 8080:127.0.0.1:8080 host) or an authenticating reverse proxy.", file=sys.stderr)
+    store = artifact_dir(args.study)
+    store.mkdir(parents=True, exist_ok=True)
+    print(f"optuna-dashboard for study {args.study!r}: http://{args.host}:{args.port}/dashboard/studies/"
+          f"{storage.get_study_id_from_name(args.study)} (Ctrl-C stops it)", flush=True)
+    try:
+        run_server(storage, host=args.host, port=args.port, artifact_store=FileSystemArtifactStore(str(store)))
+    except KeyboardInterrupt:
+        print("dashboard stopped")
+    except OSError as e:
+        raise UserError(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}") from None
+
+
+def cmd_bench(args) -> None:
+    from pathlib import Path
+
+    import baselines
+    from search.bench import run_bench, table
+    from search.results import provenance, write_json
+
+    arch = baselines.get(args.arch).arch
+    print(f"bench: {args.arch}, {args.images} training images, {args.threads or os.cpu_count()} threads, "
+          f"{args.repeats} repeats of (reference, ours)")
+    rows = run_bench(arch, args.images, args.data_dir, args.threads or os.cpu_count() or 1, args.repeats)
+    print(table(rows))
+    if args.json:
+        write_json(Path(args.json), {"arch": args.arch, "images": args.images, "rows": rows, **provenance()})
 
 
 # ----------------------------------------------------------------------------- parser
@@ -167,9 +237,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--pruner", choices=("median", "halving", "hyperband", "none"), default=None)
     s.add_argument("--seed", type=int, default=None, help="sampler seed; trial seeds derive from it")
     s.add_argument("--subset", type=int, default=None, help="train on N training images (smoke runs)")
+    s.add_argument("--val-size", type=int, default=None, help="validation images held out from train (default 5000)")
     s.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
                    help="enqueue the four baselines first (default: yes)")
     s.add_argument("--dry-run", action="store_true", help="sample and count only; in memory, no training")
+    s.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine (needs a journal: or postgresql:// storage)")
     add_data_args(s)
     s.set_defaults(func=cmd_search, dataset=None)
 
@@ -185,12 +258,42 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--params-max", type=int, default=None, help="best trial at or under this many params")
     e.add_argument("-o", "--output", default="best_model.py")
     e.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("report", help="write the study's lab notebook (Markdown + figures)")
+    r.add_argument("--study", required=True)
+    r.add_argument("--storage", default=None)
+    r.add_argument("--verify", default=None, help="verify results JSON (default: next to the report)")
+    r.add_argument("-o", "--output", default=None, help="default studies/NAME/REPORT.md")
+    r.set_defaults(func=cmd_report)
+
+    bn = sub.add_parser("bench", help="training/eval images per second: our engine vs a notebook loop")
+    bn.add_argument("--arch", default="exp4", help="a baseline (default exp4)")
+    bn.add_argument("--images", type=int, default=10000, help="training images per measurement")
+    bn.add_argument("--repeats", type=int, default=3, help="alternating (reference, ours) pairs; median reported")
+    bn.add_argument("--json", default=None, help="write the raw rows here")
+    add_data_args(bn)
+    bn.set_defaults(func=cmd_bench)
+
+    pr = sub.add_parser("pruners", help="replay a study's fully trained trials through each pruner")
+    pr.add_argument("--study", required=True)
+    pr.add_argument("--storage", default=None)
+    pr.set_defaults(func=cmd_pruners)
+
+    db = sub.add_parser("dashboard", help="serve optuna-dashboard on a study (loopback only by default)")
+    db.add_argument("--study", required=True)
+    db.add_argument("--storage", default=None, help="default sqlite:///studies/NAME.db")
+    db.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback is public")
+    db.add_argument("--port", type=int, default=8080)
+    db.set_defaults(func=cmd_dashboard)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
+    import optuna
+
     from search.data import DataError
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our one line a trial replaces Optuna's INFO lines
     args = parser().parse_args(argv)
     if getattr(args, "seeds", None) is not None and isinstance(args.seeds, int):
         args.seeds_list = list(range(args.seeds))

@@ -10,9 +10,11 @@ import statistics
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import optuna
 
+from search.annotate import annotate_trial
 from search.data import Data
 from search.train import Diverged, train
 from space import SpaceConfig, build, count_params, sample_arch
@@ -42,8 +44,17 @@ def make_objective(
     device: str = "auto",
     dry_run: bool = False,
     train_fn: Callable = train,
+    notes: bool = False,
+    artifact_dir: Path | None = None,
 ) -> Callable[[optuna.Trial], float | tuple[float, float]]:
-    """The function `study.optimize` calls. `pareto` returns (val accuracy, params)."""
+    """The function `study.optimize` calls. `pareto` returns (val accuracy, params).
+
+    `notes` writes a dashboard note on every trial; `artifact_dir` also stores each trained
+    trial's standalone module and learning curve there (Optuna's artifact store)."""
+
+    def annotate(trial, arch, n, history, outcome):
+        if notes:
+            annotate_trial(trial, arch, n, budget, history, outcome, artifact_dir)
 
     def objective(trial: optuna.Trial):
         t0 = time.perf_counter()
@@ -59,6 +70,7 @@ def make_objective(
         trial.set_constraint("params", float(n - budget))  # <= 0 is feasible; TPE avoids the rest
         if n > budget:
             stop(trial, "budget", f"over budget: {n} params > {budget}")
+            annotate(trial, arch, n, [], f"Pruned before training: {n:,} parameters exceed the budget by {n - budget:,}.")
             raise optuna.TrialPruned(f"{n} params > budget {budget}")
         if dry_run:  # no training: every feasible model scores the same, so only the budget is learned
             return (0.0, n) if pareto else 0.0
@@ -73,6 +85,8 @@ def make_objective(
             trial.report(record["val_acc"], record["epoch"])
             if trial.should_prune():
                 stop(trial, "pruner", f"stopped by the pruner after epoch {record['epoch']}")
+                annotate(trial, arch, n, history, f"Stopped by the pruner after epoch {record['epoch']}: validation "
+                         f"accuracy {record['val_acc']:.2f}% was not promising against earlier trials at that epoch.")
                 raise optuna.TrialPruned(f"val acc {record['val_acc']:.2f}% after epoch {record['epoch']}")
 
         try:
@@ -80,11 +94,14 @@ def make_objective(
                      device=device, on_epoch=report, progress=False)
         except Diverged as e:
             stop(trial, "diverged", f"diverged: {e}")
+            annotate(trial, arch, n, history, f"Failed: {e}. The study goes on.")
             raise optuna.TrialPruned(str(e)) from None
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - t0)
         value = statistics.mean(h["val_acc"] for h in history[-LAST:])
         trial.set_user_attr("val_last3", value)
+        annotate(trial, arch, n, history, f"Completed: mean validation accuracy of the last {LAST} epochs "
+                 f"{value:.2f}% with {n:,} parameters ({budget - n:,} under budget).")
         return (value, n) if pareto else value
 
     return objective

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
+import torch
 
 from search import data as D
 from search.objective import make_objective
 from search.study import StudyConfig, open_study
 
 STUDIES = Path("studies")
+
+
+def artifact_dir(name: str) -> Path:
+    """Where a study's artifacts live: next to the study, out of git."""
+    return STUDIES / name / "artifacts"
 
 
 def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -35,8 +44,46 @@ def run(cfg: StudyConfig, device: str = "auto", storage=None, worker: int = 0) -
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
     objective = make_objective(budget=cfg.budget, space=cfg.space, epochs=cfg.epochs, data=data,
-                               pareto=cfg.objective == "pareto", seed=cfg.seed, device=device, dry_run=cfg.dry_run)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our one line a trial replaces Optuna's
+                               pareto=cfg.objective == "pareto", seed=cfg.seed, device=device, dry_run=cfg.dry_run,
+                               notes=not cfg.dry_run, artifact_dir=None if cfg.dry_run else artifact_dir(cfg.name))
     study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout, callbacks=[log_trial],
                    catch=(RuntimeError,))
     return study
+
+
+def run_workers(cfg: StudyConfig, workers: int, device: str = "auto") -> optuna.Study:
+    """`workers` processes on one study, `cores // workers` torch threads each.
+
+    The parent creates the study (and enqueues the baselines) first, so workers only ever
+    resume it; each worker's sampler has its own seed, and the trials are split between them.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, but got {workers}.")
+    if workers == 1:
+        return run(cfg, device)
+    if cfg.dry_run or cfg.storage_url.startswith("sqlite"):
+        raise ValueError("--workers > 1 needs a storage that several processes can share safely: "
+                         "--storage journal:studies/NAME.journal (one machine) or a postgresql:// URL.")
+    D.load(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, subset=cfg.subset)  # fail here, not in K workers
+    open_study(cfg)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    procs = []
+    for w in range(workers):
+        share = cfg.trials // workers + (w < cfg.trials % workers)
+        if share:
+            procs.append(ctx.Process(target=_worker, args=(replace(cfg, trials=share), w, threads, device)))
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} worker(s) exited with codes {failed}")
+    return open_study(cfg)
+
+
+def _worker(cfg: StudyConfig, worker: int, threads: int, device: str) -> None:
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    run(cfg, device, worker=worker)

@@ -49,8 +49,8 @@ def summary(study: optuna.Study) -> str:
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
     budget = study.user_attrs.get("budgetnas", {}).get("budget")
-    lines = [f"study {study.study_name}: {len(trials)} trials, budget {budget} params, "
-             f"{seconds_spent(study) / 60:.1f} min of training",
+    lines = [(f"study {study.study_name}: {len(trials)} trials, budget {budget} params, "
+             f"{seconds_spent(study) / 60:.1f} min of training"),
              "  by state: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())),
              "  pruned:   " + ", ".join(f"{k} {v}" for k, v in prune_counts(study).items())]
     done = completed(study)

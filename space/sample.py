@@ -9,6 +9,7 @@ plain params.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, fields
 
 import optuna
@@ -153,3 +154,15 @@ def params_of(arch: Arch) -> dict:
     if r.schedule == "step":
         p.update(step_every=r.step_every, step_gamma=r.step_gamma)
     return p
+
+
+def fits(space: SpaceConfig, arch: Arch) -> bool:
+    """Whether the space can sample `arch` exactly (every param inside its range or choices)."""
+    try:
+        trial = optuna.trial.FixedTrial(params_of(arch))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FixedTrial warns on out-of-range values; we check them below
+            sample_arch(trial, space, arch.recipe.epochs)
+        return all(d._contains(d.to_internal_repr(trial.params[n])) for n, d in trial.distributions.items())
+    except ValueError:  # not expressible, or a choice the space does not offer
+        return False

@@ -15,8 +15,8 @@ SMALL = SpaceConfig(stages=(2, 2), convs=(1, 2), channels=(8, 12), optimizer=("a
 
 
 def cfg(data_root, **kw) -> StudyConfig:
-    base = dict(name="t", budget=3000, trials=3, epochs=2, data_dir=str(data_root), val_size=200,
-                warm_start=False, space=SMALL, storage="sqlite:///t.db")
+    base = {"name": "t", "budget": 3000, "trials": 3, "epochs": 2, "data_dir": str(data_root), "val_size": 200,
+                "warm_start": False, "space": SMALL, "storage": "sqlite:///t.db"}
     return StudyConfig(**{**base, **kw})
 
 
@@ -121,9 +121,9 @@ def test_same_seed_same_trials(data_root):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(budget=0), "positive"),
-    (dict(budget=100), "smallest model"),
-    (dict(objective="speed"), "objective"),
+    ({"budget": 0}, "positive"),
+    ({"budget": 100}, "smallest model"),
+    ({"objective": "speed"}, "objective"),
 ])
 def test_bad_study_settings(bad, match):
     with pytest.raises(StudyError, match=match):

@@ -28,7 +28,7 @@ def test_training_is_deterministic_given_a_seed(data_root):
     arch = TINY.with_recipe(epochs=1)
     a, b = fit(arch, data, seed=3), fit(arch, data, seed=3)
     c = fit(arch, data, seed=4)
-    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]
     assert strip(a) == strip(b) and strip(a) != strip(c)
 
 

@@ -1,0 +1,165 @@
+"""The lab notebook of a study: Target / Results / Analysis for the baselines, the search and
+the verified model, with two figures. Every number is read from stored trials or results."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import optuna
+
+from search.results import baseline_markdown
+from search.status import best_trial, completed, pareto_front, prune_counts, seconds_spent, val_acc
+
+
+def plot_front(study: optuna.Study, path: Path) -> None:
+    done = completed(study)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter([t.user_attrs["params"] for t in done], [val_acc(t) for t in done], s=14, c="0.6", label="trials")
+    front = pareto_front(done)
+    ax.step([t.user_attrs["params"] for t in front], [val_acc(t) for t in front], where="post", c="C0",
+            marker="o", label="Pareto front")
+    for t in done:
+        if "baseline" in t.user_attrs:
+            ax.scatter(t.user_attrs["params"], val_acc(t), marker="*", s=160, c="C3", zorder=3)
+            ax.annotate(t.user_attrs["baseline"], (t.user_attrs["params"], val_acc(t)), xytext=(5, -10),
+                        textcoords="offset points", color="C3")
+    budget = study.user_attrs.get("budgetnas", {}).get("budget")
+    if budget:
+        ax.axvline(budget, ls="--", c="0.3", lw=1, label=f"budget {budget:,}")
+    accs = sorted(val_acc(t) for t in done)
+    ax.set_ylim(accs[len(accs) // 4] - 0.3 if len(accs) > 4 else None, accs[-1] + 0.1 if accs else None)
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("validation accuracy, mean of last 3 epochs (%)")
+    ax.set_title(f"{study.study_name}: validation accuracy vs parameters ({len(done)} completed trials)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_verify(verify: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for run in verify["runs"]:
+        h = run["history"]
+        ax.plot([r["epoch"] for r in h], [r["test_acc"] for r in h], marker=".", label=f"seed {run['seed']}")
+    ax.axhline(verify["verdict"]["target"], ls="--", c="0.3", lw=1, label=f"target {verify['verdict']['target']}%")
+    ax.set_ylim(98.5, 99.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{Path(verify['target']).name}: test accuracy per epoch ({len(verify['runs'])} seeds)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def search_section(study: optuna.Study) -> list[str]:
+    fp = study.user_attrs.get("budgetnas", {})
+    cfg = study.user_attrs.get("config", {})
+    trials = study.get_trials(deepcopy=False)
+    done = completed(study)
+    counts = prune_counts(study)
+    hours = seconds_spent(study) / 3600
+    trained = [t for t in trials if t.user_attrs.get("history")]
+    first_done = min(done, key=lambda t: t.number, default=None)
+    lines = [
+        f"## Search: {study.study_name}",
+        "",
+        f"**Target.** The most accurate model under {fp.get('budget', 0):,} parameters, selected on "
+        f"validation accuracy (mean of the last 3 of {fp.get('epochs')} epochs, {fp.get('val_size')} images held "
+        f"out from the training files; the test split is not used). Objective: {fp.get('objective')}; pruner: "
+        f"{cfg.get('pruner')}; training images per trial: {fp.get('subset') or 'all'}; sampler: TPE with the "
+        "parameter budget as a constraint. Space: "
+        + ", ".join(f"{k} {v}" for k, v in fp.get("space", {}).items()) + ".",
+        "",
+        "**Results.**",
+        "",
+        "| trials | completed | pruned over budget | pruned early | diverged | training time | trials/hour |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        (f"| {len(trials)} | {len(done)} | {counts['over budget']} | {counts['early (pruner)']} | {counts['diverged']} "
+        f"| {hours * 60:.0f} min | {len(trials) / hours if hours else 0:.0f} |"),
+        "",
+    ]
+    if first_done is not None:
+        before = sum(t.user_attrs.get("seconds", 0) for t in trials if t.number <= first_done.number)
+        lines += [(f"First fully trained trial: number {first_done.number}, after {before / 60:.1f} min of training. "
+                  f"Trials that trained at all: {len(trained)}; mean {statistics.mean(t.user_attrs['seconds'] for t in trained):.0f} s each."), ""]
+    if not done:
+        return lines + ["No completed trial yet.", ""]
+    lines += ["Pareto front (validation accuracy vs parameters):", "", "| trial | params | val acc | baseline |",
+              "|---:|---:|---:|---|"]
+    lines += [f"| {t.number} | {t.user_attrs['params']:,} | {val_acc(t):.2f}% | {t.user_attrs.get('baseline', '')} |"
+              for t in pareto_front(done)]
+    b = best_trial(study)
+    exp4 = [t for t in done if t.user_attrs.get("baseline") == "exp4"]
+    analysis = f"The best trial, {b.number}, has {b.user_attrs['params']:,} parameters and {val_acc(b):.2f}% validation accuracy."
+    if exp4:
+        e = exp4[0]
+        saved = 1 - b.user_attrs["params"] / e.user_attrs["params"]
+        analysis += (f" The hand-written exp4, trained here under the same fidelity, has {e.user_attrs['params']:,} "
+                     f"parameters and {val_acc(e):.2f}%: the search's best is {val_acc(b) - val_acc(e):+.2f} points "
+                     f"with {saved:.0%} fewer parameters.")
+        cheaper = [t for t in done if t.user_attrs["params"] < e.user_attrs["params"] and val_acc(t) >= val_acc(e)]
+        if cheaper:
+            c = min(cheaper, key=lambda t: t.user_attrs["params"])
+            analysis += (f" The smallest trial at least as accurate as exp4 is {c.number} with "
+                         f"{c.user_attrs['params']:,} parameters ({1 - c.user_attrs['params'] / e.user_attrs['params']:.0%} fewer).")
+    lines += ["", "![validation accuracy vs parameters](front.png)", "", "**Analysis.** " + analysis, ""]
+    return lines
+
+
+def verify_section(verify: dict, exp4_runs: list[dict]) -> list[str]:
+    v = verify["verdict"]
+    runs = verify["runs"]
+    params = runs[0]["params"]
+    lines = [
+        f"## Verification: {verify['target']}",
+        "",
+        (f"**Target.** Retrained from scratch on all training images, test accuracy >= {v['target']:.2f}% in "
+        f"each of the last 3 epochs, for each of {len(runs)} seeds (`{verify.get('command', 'budgetnas verify')}`)."),
+        "",
+        "**Results.**",
+        "",
+        "| seed | params | epochs | best test | last-3 test | min last-3 | s/epoch |",
+        "|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    lines += [f"| {r['seed']} | {r['params']:,} | {r['epochs']} | {r['best_test']:.2f}% | "
+              f"{', '.join(f'{a:.2f}' for a in r['last3_test'])} | {r['min_last3']:.2f}% | {r['sec_per_epoch']:.1f} |"
+              for r in runs]
+    lines += ["", (f"Verdict: **{'PASS' if v['passed'] else 'FAIL'}**, min last-3 {v['min_last3']:.2f}%, "
+              f"mean last-3 {v['mean_last3']:.2f}%."), "", "![test accuracy per epoch](verify.png)", ""]
+    analysis = f"{params:,} parameters, min last-3 test accuracy {v['min_last3']:.2f}% over {len(runs)} seeds."
+    if exp4_runs:
+        e = exp4_runs[0]["summary"]["params"]
+        emin = min(r["summary"]["min_last3"] for r in exp4_runs)
+        analysis += (f" The handwritten exp4 has {e:,} parameters and min last-3 {emin:.2f}% over "
+                     f"{len(exp4_runs)} seeds: the searched model uses {1 - params / e:.0%} fewer parameters "
+                     f"({e - params:+,} saved) at {v['min_last3'] - emin:+.2f} points of min last-3 accuracy.")
+    return lines + ["**Analysis.** " + analysis, ""]
+
+
+def write_report(study: optuna.Study, out: Path, verify_json: Path | None = None) -> Path:
+    from search.results import baseline_runs
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {study.study_name}: lab notebook", "",
+             ("Generated by `budgetnas report`; every number is read from the study's stored trials, the "
+             "baselines' result files and the verification results."), ""]
+    lines += baseline_markdown().split("\n")[1:]  # its own title replaced by ours
+    if completed(study):
+        plot_front(study, out.parent / "front.png")
+    lines += search_section(study)
+    if verify_json is not None and verify_json.exists():
+        verify = json.loads(verify_json.read_text())
+        plot_verify(verify, out.parent / "verify.png")
+        lines += verify_section(verify, baseline_runs().get("exp4", []))
+    else:
+        lines += ["## Verification", "", "Not verified yet: run `budgetnas verify ... --json` first.", ""]
+    out.write_text("\n".join(lines).replace("\n\n\n", "\n\n"))
+    return out

@@ -1,0 +1,48 @@
+import pytest
+
+from search.cli import main
+from search.runner import run
+from search.status import best_trial
+from tests.test_search import cfg
+
+
+@pytest.fixture
+def small_study(data_root):
+    return run(cfg(data_root, trials=4, epochs=3, storage="sqlite:///studies/t.db"), device="cpu")
+
+
+def test_export_verify_report_on_a_small_study(small_study, data_root, tmp_path, capsys):
+    best = best_trial(small_study)
+    main(["export", "--study", "t", "-o", "studies/t/best.py"])
+    source = (tmp_path / "studies/t/best.py").read_text()
+    assert f"trial {best.number}" in source and f"PARAMS = {best.user_attrs['params']}" in source
+    with pytest.raises(SystemExit):  # synthetic data never reaches 99.4%: FAIL, exit 1, results still written
+        main(["verify", "studies/t/best.py", "--seeds", "2", "--epochs", "2", "--data-dir", str(data_root),
+              "--json", "studies/t/verify.json"])
+    main(["report", "--study", "t"])
+    report = (tmp_path / "studies/t/REPORT.md").read_text()
+    for heading in ("## Search: t", "## Verification: studies/t/best.py", "**Target.**", "**Results.**",
+                    "**Analysis.**", "## exp4"):
+        assert heading in report
+    assert f"| {best.number} | {best.user_attrs['params']:,} | {best.value:.2f}% |" in report  # from the trial
+    assert "Verdict: **FAIL**" in report
+    assert (tmp_path / "studies/t/front.png").stat().st_size > 1000
+    assert (tmp_path / "studies/t/verify.png").stat().st_size > 1000
+
+
+def test_export_by_params_max_and_trial(small_study, tmp_path):
+    smallest = min((t for t in small_study.trials if t.values), key=lambda t: t.user_attrs["params"])
+    main(["export", "--study", "t", "--params-max", str(smallest.user_attrs["params"]), "-o", "a.py"])
+    assert f"PARAMS = {smallest.user_attrs['params']}" in (tmp_path / "a.py").read_text()
+    main(["export", "--study", "t", "--trial", str(smallest.number), "-o", "b.py"])
+    assert (tmp_path / "a.py").read_text() == (tmp_path / "b.py").read_text()
+
+
+def test_pruner_replay(data_root, capsys):
+    run(cfg(data_root, name="p", storage="sqlite:///studies/p.db", trials=6, epochs=4, pruner="none"), device="cpu")
+    main(["pruners", "--study", "p"])
+    out = capsys.readouterr().out
+    none = next(line for line in out.splitlines() if line.startswith("none"))
+    assert "100%" in none and "yes" in none  # no pruner: every epoch trained, best kept
+    for name in ("median", "halving", "hyperband"):
+        assert any(line.startswith(name) for line in out.splitlines())
