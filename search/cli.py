@@ -26,6 +26,11 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
 
 
+def add_study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study", required=True, help="study name")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///studies/NAME.db)")
+
+
 # ----------------------------------------------------------------------------- baseline / verify
 def cmd_baseline(args) -> None:
     import baselines
@@ -34,8 +39,8 @@ def cmd_baseline(args) -> None:
     from search.verify import load_candidate, run_seed, summarise
 
     names = baselines.NAMES if args.name == "all" else (baselines.get(args.name).name,)
-    data = D.load(args.dataset, args.data_dir, val_size=0)
-    for name in names:
+    data = None if args.markdown_only else D.load(args.dataset, args.data_dir, val_size=0)
+    for name in names if data is not None else ():
         cand = load_candidate(name)
         for seed in args.seeds:
             print(f"{name} seed {seed}: {cand.params:,} params, {args.dataset}, recipe {cand.recipe}")
@@ -213,6 +218,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
     b.add_argument("--seed", type=int, dest="seeds", nargs=1, help="one training seed")
     b.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    b.add_argument("--markdown-only", action="store_true", help="only regenerate RESULTS.md from stored runs")
     add_data_args(b)
     b.set_defaults(func=cmd_baseline)
 
@@ -247,21 +253,18 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_search, dataset=None)
 
     st = sub.add_parser("status", help="trials by state, best so far, Pareto front, time spent")
-    st.add_argument("--study", required=True)
-    st.add_argument("--storage", default=None)
+    add_study_args(st)
     st.set_defaults(func=cmd_status)
 
     e = sub.add_parser("export", help="write a trial's model as a standalone module")
-    e.add_argument("--study", required=True)
-    e.add_argument("--storage", default=None)
+    add_study_args(e)
     e.add_argument("--trial", type=int, default=None, help="trial number (default: best by validation accuracy)")
     e.add_argument("--params-max", type=int, default=None, help="best trial at or under this many params")
     e.add_argument("-o", "--output", default="best_model.py")
     e.set_defaults(func=cmd_export)
 
     r = sub.add_parser("report", help="write the study's lab notebook (Markdown + figures)")
-    r.add_argument("--study", required=True)
-    r.add_argument("--storage", default=None)
+    add_study_args(r)
     r.add_argument("--verify", default=None, help="verify results JSON (default: next to the report)")
     r.add_argument("-o", "--output", default=None, help="default studies/NAME/REPORT.md")
     r.set_defaults(func=cmd_report)
@@ -275,13 +278,11 @@ def parser() -> argparse.ArgumentParser:
     bn.set_defaults(func=cmd_bench)
 
     pr = sub.add_parser("pruners", help="replay a study's fully trained trials through each pruner")
-    pr.add_argument("--study", required=True)
-    pr.add_argument("--storage", default=None)
+    add_study_args(pr)
     pr.set_defaults(func=cmd_pruners)
 
     db = sub.add_parser("dashboard", help="serve optuna-dashboard on a study (loopback only by default)")
-    db.add_argument("--study", required=True)
-    db.add_argument("--storage", default=None, help="default sqlite:///studies/NAME.db")
+    add_study_args(db)
     db.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback is public")
     db.add_argument("--port", type=int, default=8080)
     db.set_defaults(func=cmd_dashboard)
@@ -308,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("budgetnas: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # output piped into `head`: not an error
+        sys.stderr.close()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,16 @@ from search.results import baseline_markdown
 from search.status import best_trial, completed, pareto_front, prune_counts, seconds_spent, val_acc
 
 
+def save(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_front(study: optuna.Study, path: Path) -> None:
     done = completed(study)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -34,13 +44,8 @@ def plot_front(study: optuna.Study, path: Path) -> None:
         ax.axvline(budget, ls="--", c="0.3", lw=1, label=f"budget {budget:,}")
     accs = sorted(val_acc(t) for t in done)
     ax.set_ylim(accs[len(accs) // 4] - 0.3 if len(accs) > 4 else None, accs[-1] + 0.1 if accs else None)
-    ax.set_xlabel("trainable parameters")
-    ax.set_ylabel("validation accuracy, mean of last 3 epochs (%)")
-    ax.set_title(f"{study.study_name}: validation accuracy vs parameters ({len(done)} completed trials)")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, ax, path, "trainable parameters", "validation accuracy, mean of last 3 epochs (%)",
+         f"{study.study_name}: validation accuracy vs parameters ({len(done)} completed trials)")
 
 
 def plot_verify(verify: dict, path: Path) -> None:
@@ -50,13 +55,8 @@ def plot_verify(verify: dict, path: Path) -> None:
         ax.plot([r["epoch"] for r in h], [r["test_acc"] for r in h], marker=".", label=f"seed {run['seed']}")
     ax.axhline(verify["verdict"]["target"], ls="--", c="0.3", lw=1, label=f"target {verify['verdict']['target']}%")
     ax.set_ylim(98.5, 99.8)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{Path(verify['target']).name}: test accuracy per epoch ({len(verify['runs'])} seeds)")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, ax, path, "epoch", "test accuracy (%)",
+         f"{Path(verify['target']).name}: test accuracy per epoch ({len(verify['runs'])} seeds)")
 
 
 def search_section(study: optuna.Study) -> list[str]:
