@@ -62,14 +62,12 @@ def cmd_verify(args) -> None:
 
     from search import data as D
     from search.results import provenance, write_json
-    from search.verify import load_candidate, run_seed, summarise, verdict, verdict_line
+    from search.verify import load_candidate, run_seeds, verdict, verdict_line
 
     cand = load_candidate(args.target)
-    data = D.load(args.dataset, args.data_dir, val_size=0)
-    summaries = []
-    for seed in args.seeds_list:
-        history = run_seed(cand, data, seed, args.epochs, args.device)
-        summaries.append({"seed": seed, **summarise(history, cand.params), "history": history})
+    D.load(args.dataset, args.data_dir, val_size=0)  # a data error is one line here, not one per job
+    summaries = run_seeds(args.target, args.seeds_list, args.epochs, args.device, args.dataset, args.data_dir,
+                          args.jobs)
     print(f"\n{'seed':>4} {'params':>7} {'best':>7} {'last-3 test accuracy':>26} {'min':>7}")
     for s in summaries:
         last3 = " ".join(f"{a:.2f}" for a in s["last3_test"])
@@ -123,7 +121,7 @@ def existing_storage(name: str, url: str | None):
         raise UserError(f"no study database {url.removeprefix('sqlite:///')}; run `budgetnas search --study {name}` first.")
     if url.startswith("journal:") and not os.path.exists(url.removeprefix("journal:")):
         raise UserError(f"no study journal {url.removeprefix('journal:')}; run `budgetnas search --study {name}` first.")
-    storage = make_storage(url, heartbeat=False)
+    storage = make_storage(url, heartbeat=None)
     try:
         storage.get_study_id_from_name(name)
     except KeyError:
@@ -143,7 +141,7 @@ def cmd_export(args) -> None:
     from search.export import export
 
     study = load_existing_study(args.study, args.storage)
-    out = export(study, Path(args.output), args.trial, args.params_max)
+    out = export(study, Path(args.output), args.trial, args.params_max, args.epochs)
     print(f"wrote {out}")
 
 
@@ -228,6 +226,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (<= 15 for the course)")
     v.add_argument("--target", dest="target_acc", type=float, default=99.40, help="test accuracy to clear, %%")
     v.add_argument("--json", default=None, help="write per-seed results and the verdict here")
+    v.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes (cores split)")
     add_data_args(v)
     v.set_defaults(func=cmd_verify)
 
@@ -260,6 +259,7 @@ def parser() -> argparse.ArgumentParser:
     add_study_args(e)
     e.add_argument("--trial", type=int, default=None, help="trial number (default: best by validation accuracy)")
     e.add_argument("--params-max", type=int, default=None, help="best trial at or under this many params")
+    e.add_argument("--epochs", type=int, default=None, help="training epochs in the module (default: the study's)")
     e.add_argument("-o", "--output", default="best_model.py")
     e.set_defaults(func=cmd_export)
 

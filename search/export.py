@@ -22,9 +22,13 @@ def choose_trial(study: optuna.Study, number: int | None = None, params_max: int
     return trials[0]
 
 
-def export(study: optuna.Study, out: Path, number: int | None = None, params_max: int | None = None) -> Path:
+def export(study: optuna.Study, out: Path, number: int | None = None, params_max: int | None = None,
+           epochs: int | None = None) -> Path:
+    """Write the chosen trial as a module; `epochs` replaces the study's (often lower) fidelity."""
     trial = choose_trial(study, number, params_max)
     arch = Arch.from_dict(trial.user_attrs["arch"])
+    if epochs is not None:
+        arch = arch.with_recipe(epochs=epochs)
     fp = study.user_attrs.get("budgetnas", {})
     provenance = {
         "Study": f"{study.study_name}, trial {trial.number}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,7 +84,13 @@ def run_workers(cfg: StudyConfig, workers: int, device: str = "auto") -> optuna.
     return open_study(cfg)
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt  # Optuna then ends the running trial as FAIL instead of leaving it RUNNING
+
+
 def _worker(cfg: StudyConfig, worker: int, threads: int, device: str) -> None:
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)  # even when started from a shell that ignores it
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run(cfg, device, worker=worker)

@@ -48,6 +48,7 @@ class StudyConfig:
     storage: str | None = None  # Optuna storage URL; default sqlite:///studies/NAME.db
     warm_start: bool = True  # enqueue the four baselines first
     dry_run: bool = False  # sample and count only, no training
+    heartbeat: int = 30  # seconds between a worker's heartbeats (RDB storages); dead after 4 missed
     space: SpaceConfig = field(default_factory=SpaceConfig)
 
     def __post_init__(self):
@@ -57,6 +58,8 @@ class StudyConfig:
             raise StudyError(f"objective must be one of {OBJECTIVES}, but got {self.objective!r}.")
         if self.pruner not in PRUNERS:
             raise StudyError(f"pruner must be one of {PRUNERS}, but got {self.pruner!r}.")
+        if self.heartbeat < 1:
+            raise StudyError(f"heartbeat must be >= 1 second, but got {self.heartbeat}.")
         if self.trials < 1 or self.epochs < 1:
             raise StudyError(f"trials and epochs must be >= 1, but got {self.trials}, {self.epochs}.")
         check_storage_url(self.storage_url)
@@ -161,7 +164,7 @@ def fast_sqlite() -> None:
             cursor.close()
 
 
-def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.BaseStorage:
+def make_storage(url: str, heartbeat: int | None = 30) -> optuna.storages.BaseStorage:
     """sqlite:///file, postgresql://..., mysql://... (with heartbeats) or journal:FILE."""
     check_storage_url(url)
     if url.startswith("journal:"):
@@ -179,7 +182,7 @@ def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.BaseStorag
                 return optuna.storages.RDBStorage(url)
             # a trial whose worker stopped beating is failed after the grace period and retried
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120,
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
                                               heartbeat_stale_trial_callback=retry)
     except Exception as e:  # noqa: BLE001 -- sqlalchemy/driver errors: bad URL, unreachable server, no driver
         raise StudyError(f"cannot open storage {url!r}: {str(e).splitlines()[0]}") from None
@@ -205,7 +208,7 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
 
 def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
     """Create the study, or resume it if its fingerprint matches this config."""
-    storage = storage if storage is not None else make_storage(cfg.storage_url)
+    storage = storage if storage is not None else make_storage(cfg.storage_url, cfg.heartbeat)
     directions = ["maximize", "minimize"] if cfg.objective == "pareto" else ["maximize"]
     study = optuna.create_study(study_name=cfg.name, storage=storage, directions=directions,
                                 sampler=make_sampler(cfg, worker), pruner=make_pruner(cfg), load_if_exists=True)

@@ -8,9 +8,12 @@ every seed.
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
+import os
 import statistics
 import sys
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -18,7 +21,7 @@ from pathlib import Path
 import torch
 
 import baselines
-from search.data import Data
+from search.data import Data, load
 from search.train import train
 from space import Recipe, build, count_params
 
@@ -99,3 +102,24 @@ def run_seed(cand: Candidate, data: Data, seed: int, epochs: int | None, device:
         )
 
     return train(cand.make_model, recipe, data, seed=seed, device=device, eval_test=True, on_epoch=show)
+
+
+def _one_seed(target: str, seed: int, epochs: int | None, device: str, dataset: str, data_dir, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    cand = load_candidate(target)
+    data = load(dataset, data_dir, val_size=0)
+    history = run_seed(cand, data, seed, epochs, device, log=lambda line: print(line, flush=True))
+    return {"seed": seed, **summarise(history, cand.params), "history": history}
+
+
+def run_seeds(target: str, seeds: list[int], epochs: int | None, device: str, dataset: str, data_dir,
+              jobs: int = 1) -> list[dict]:
+    """Per-seed summaries (with histories); `jobs` > 1 trains seeds in parallel processes."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, but got {jobs}.")
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else torch.get_num_threads()
+    args = [(target, seed, epochs, device, dataset, data_dir, threads) for seed in seeds]
+    if jobs == 1:
+        return [_one_seed(*a) for a in args]
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_one_seed, *zip(*args, strict=True)))

@@ -78,7 +78,7 @@ RECIPE_UNITS = {
     "translate": "augmentation: max random shift, fraction of the side",
 }
 
-TEMPLATE = '''"""A {params:,}-parameter CNN for 28x28 grey-scale images, found by budgetnas.
+TEMPLATE = '''"""A {params:,}-parameter CNN for 28x28 grey-scale images, exported by budgetnas.
 
 {provenance}
 

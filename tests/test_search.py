@@ -152,3 +152,20 @@ def test_config_file(tmp_path):
     p.write_text('[study]\nbudget = "big"\n')
     with pytest.raises(StudyError, match="budget must be int"):
         load_config(p)
+
+
+def test_trials_carry_notes_and_artifacts(data_root):
+    from optuna.artifacts import get_all_artifact_meta
+    from optuna_dashboard import get_note
+
+    study = run(cfg(data_root, name="n", storage="sqlite:///n.db", trials=4), device="cpu")
+    assert "### Target" in get_note(study) and "Baselines" in get_note(study)
+    storage = make_storage("sqlite:///n.db", heartbeat=None)
+    for t in study.trials:
+        note = get_note(optuna.Trial(study, t._trial_id))
+        assert "### Target" in note and "### Analysis" in note
+        artifacts = sorted(m.filename for m in get_all_artifact_meta(t, storage=storage))
+        if t.state == TrialState.COMPLETE:
+            assert artifacts == [f"trial_{t.number}.py", f"trial_{t.number}_curve.png"] and "Completed" in note
+        elif t.user_attrs.get("pruned_by") == "budget":
+            assert artifacts == [] and "exceed the budget" in note
