@@ -40,7 +40,10 @@ def worker(tmp_path, data_root, trials):
 
 
 def trials(tmp_path):
-    return optuna.load_study(study_name="k", storage=make_storage(f"sqlite:///{tmp_path}/k.db", None)).trials
+    try:
+        return optuna.load_study(study_name="k", storage=make_storage(f"sqlite:///{tmp_path}/k.db", None)).trials
+    except KeyError:  # the database exists but the worker has not created the study in it yet
+        return []
 
 
 def test_killed_worker_trial_is_failed_and_retried(tmp_path, data_root):

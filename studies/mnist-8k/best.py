@@ -1,4 +1,4 @@
-"""A 7,570-parameter CNN for 28x28 grey-scale images, found by budgetnas.
+"""A 7,570-parameter CNN for 28x28 grey-scale images, exported by budgetnas.
 
 Study: mnist-8k, trial 0 (baseline exp4)
 Budget: 8000 params; this model has 7570

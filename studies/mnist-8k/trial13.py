@@ -1,4 +1,4 @@
-"""A 6,362-parameter CNN for 28x28 grey-scale images, found by budgetnas.
+"""A 6,362-parameter CNN for 28x28 grey-scale images, exported by budgetnas.
 
 Study: mnist-8k, trial 13
 Budget: 8000 params; this model has 6362
