@@ -47,7 +47,10 @@ def load_candidate(target: str) -> Candidate:
         for attr in ("Net", "RECIPE", "PARAMS"):
             if not hasattr(module, attr):
                 raise ValueError(f"{path} has no {attr}; is it a module written by `budgetnas export`?")
-        return Candidate(str(path), module.Net, Recipe(**module.RECIPE), module.PARAMS)
+        counted = sum(p.numel() for p in module.Net().parameters() if p.requires_grad)
+        if counted != module.PARAMS:
+            raise ValueError(f"{path} says PARAMS = {module.PARAMS}, but its Net has {counted} trainable parameters.")
+        return Candidate(str(path), module.Net, Recipe(**module.RECIPE), counted)
     if path.suffix == ".py" and not path.exists() and "baselines" not in path.parts:
         raise ValueError(f"{path}: no such file.")
     b = baselines.get(target)

@@ -81,6 +81,14 @@ def test_load_candidate_accepts_baselines_and_files(tmp_path):
     assert load_candidate(str(path)).params == count_params(baselines.get("exp2").arch)
 
 
+def test_verify_counts_the_parameters_itself(tmp_path):
+    path = tmp_path / "m.py"
+    source = render(baselines.get("exp2").arch, {"Study": "t"})
+    path.write_text(source.replace("PARAMS = 8936", "PARAMS = 4000"))
+    with pytest.raises(ValueError, match="says PARAMS = 4000, but its Net has 8936"):
+        load_candidate(str(path))
+
+
 def test_verify_cli_on_synthetic_data(tmp_path, data_root, capsys):
     path = tmp_path / "m.py"
     path.write_text(render(TINY.with_recipe(epochs=6), {"Study": "t"}))
