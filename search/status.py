@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 
 import optuna
@@ -41,6 +42,14 @@ def prune_counts(study: optuna.Study) -> dict[str, int]:
             "diverged": by["diverged"]}
 
 
+def over_budget_ms(study: optuna.Study) -> float | None:
+    """Median wall time of an over-budget trial (ask to prune, sampling and storage included)."""
+    d = [(t.datetime_complete - t.datetime_start).total_seconds() * 1000
+         for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+         if t.user_attrs.get("pruned_by") == "budget" and t.datetime_start and t.datetime_complete]
+    return statistics.median(d) if d else None
+
+
 def seconds_spent(study: optuna.Study) -> float:
     return sum(t.user_attrs.get("seconds", 0.0) for t in study.get_trials(deepcopy=False))
 
@@ -53,6 +62,9 @@ def summary(study: optuna.Study) -> str:
              f"{seconds_spent(study) / 60:.1f} min of training"),
              "  by state: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())),
              "  pruned:   " + ", ".join(f"{k} {v}" for k, v in prune_counts(study).items())]
+    ms = over_budget_ms(study)
+    if ms is not None:
+        lines.append(f"  an over-budget trial took {ms:.0f} ms (median), sampling and storage included")
     done = completed(study)
     if not done:
         return "\n".join(lines + ["  no completed trial yet"])
