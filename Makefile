@@ -26,14 +26,14 @@ search: setup  ## a small default study on MNIST (a few minutes on 2 cores)
 	$(BIN)/budgetnas status --study quick
 
 test: setup  ## the default suite: synthetic data only, no network
-	$(BIN)/pytest
+	$(BIN)/pytest -q
 
 test-browser: setup  ## optuna-dashboard in headless Chromium (needs: apt-get install chromium)
 	$(PY) -m pip install -q -e '.[test,browser]'
-	$(BIN)/pytest -m browser
+	$(BIN)/pytest -q -m browser
 
 test-slow: setup  ## real MNIST, minutes
-	$(BIN)/pytest -m slow
+	$(BIN)/pytest -q -m slow
 
 lint: setup
 	$(BIN)/ruff check space search baselines tests
