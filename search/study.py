@@ -15,7 +15,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import optuna
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 import baselines
 from search.annotate import study_note
