@@ -65,9 +65,9 @@ def cmd_verify(args) -> None:
     from search.verify import load_candidate, run_seeds, verdict, verdict_line
 
     cand = load_candidate(args.target)
-    D.load(args.dataset, args.data_dir, val_size=0)  # a data error is one line here, not one per job
-    summaries = run_seeds(args.target, args.seeds_list, args.epochs, args.device, args.dataset, args.data_dir,
-                          args.jobs)
+    data = D.load(args.dataset, args.data_dir, val_size=0)  # a data error is one line here, not one per job
+    summaries = run_seeds(cand, data, range(args.seeds), args.epochs, args.device, args.jobs,
+                          (args.target, args.dataset, args.data_dir))
     print(f"\n{'seed':>4} {'params':>7} {'best':>7} {'last-3 test accuracy':>26} {'min':>7}")
     for s in summaries:
         last3 = " ".join(f"{a:.2f}" for a in s["last3_test"])
@@ -114,13 +114,12 @@ def cmd_status(args) -> None:
 
 def existing_storage(name: str, url: str | None):
     """The storage of a study that must already exist; UserError otherwise."""
-    from search.study import make_storage
+    from search.study import default_storage, make_storage, storage_file
 
-    url = url or f"sqlite:///studies/{name}.db"
-    if url.startswith("sqlite:///") and not os.path.exists(url.removeprefix("sqlite:///")):
-        raise UserError(f"no study database {url.removeprefix('sqlite:///')}; run `budgetnas search --study {name}` first.")
-    if url.startswith("journal:") and not os.path.exists(url.removeprefix("journal:")):
-        raise UserError(f"no study journal {url.removeprefix('journal:')}; run `budgetnas search --study {name}` first.")
+    url = url or default_storage(name)
+    path = storage_file(url)
+    if path is not None and not path.exists():
+        raise UserError(f"no study database {path}; run `budgetnas search --study {name}` first.")
     storage = make_storage(url, heartbeat=None)
     try:
         storage.get_study_id_from_name(name)
@@ -296,8 +295,6 @@ def main(argv: list[str] | None = None) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our one line a trial replaces Optuna's INFO lines
     args = parser().parse_args(argv)
-    if getattr(args, "seeds", None) is not None and isinstance(args.seeds, int):
-        args.seeds_list = list(range(args.seeds))
     set_threads(getattr(args, "threads", None))
     try:
         args.func(args)

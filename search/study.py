@@ -73,7 +73,7 @@ class StudyConfig:
 
     @property
     def storage_url(self) -> str:
-        return self.storage or f"sqlite:///studies/{self.name}.db"
+        return self.storage or default_storage(self.name)
 
     def fingerprint(self) -> dict:
         """What must not change when a study is resumed."""
@@ -137,17 +137,24 @@ def min_params(space: SpaceConfig) -> int:
 
 
 # ----------------------------------------------------------------------------- storage & study
+def default_storage(name: str) -> str:
+    return f"sqlite:///studies/{name}.db"
+
+
+def storage_file(url: str) -> Path | None:
+    """The local file behind a sqlite:/// or journal: URL; None for a database server."""
+    for prefix in ("journal:", "sqlite:///"):
+        if url.startswith(prefix):
+            return Path(url.removeprefix(prefix))
+    if url.startswith(("postgresql", "mysql")):
+        return None
+    raise StudyError(f"storage must be sqlite:///FILE, postgresql://..., mysql://... or journal:FILE, but got {url!r}.")
+
+
 def check_storage_url(url: str) -> None:
     """Syntax and folder checks only: nothing is opened or created."""
-    if url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:"))
-    elif url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-    elif url.startswith(("postgresql", "mysql")):
-        return
-    else:
-        raise StudyError(f"storage must be sqlite:///FILE, postgresql://..., mysql://... or journal:FILE, but got {url!r}.")
-    if not path.parent.exists() and path.parent != Path("studies"):
+    path = storage_file(url)
+    if path is not None and not path.parent.exists() and path.parent != Path("studies"):
         raise StudyError(f"storage {url!r}: folder {path.parent} does not exist.")
 
 
@@ -171,14 +178,15 @@ def fast_sqlite() -> None:
 def make_storage(url: str, heartbeat: int | None = 30) -> optuna.storages.BaseStorage:
     """sqlite:///file, postgresql://..., mysql://... (with heartbeats) or journal:FILE."""
     check_storage_url(url)
+    path = storage_file(url)
+    if path is not None and path.parent == Path("studies"):
+        path.parent.mkdir(exist_ok=True)
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("sqlite:///"):
         fast_sqlite()
-    if url.startswith("sqlite:///studies/"):
-        Path("studies").mkdir(exist_ok=True)
     try:
         with warnings.catch_warnings():  # heartbeats and their retry callback are "experimental" since 2.8
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

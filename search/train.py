@@ -43,7 +43,7 @@ def augment(x: torch.Tensor, rotate: float, translate: float, gen: torch.Generat
     if rotate == 0 and translate == 0:
         return x
     n = x.shape[0]
-    u = torch.rand(n, 3, generator=gen, device=gen.device).to(x.device) * 2 - 1  # U(-1, 1)
+    u = torch.rand(n, 3, generator=gen, device=x.device) * 2 - 1  # U(-1, 1)
     angle = u[:, 0] * math.radians(rotate)
     shift = u[:, 1:] * 2 * translate  # affine_grid spans [-1, 1]: a fraction f of the side is 2f
     cos, sin = angle.cos(), angle.sin()

@@ -39,7 +39,9 @@ class Candidate:
 def load_candidate(target: str) -> Candidate:
     """A baseline ('exp4', 'baselines/exp4') or an exported module file (Net, RECIPE, PARAMS)."""
     path = Path(target)
-    if path.suffix == ".py" and path.exists() and "baselines" not in path.parts:
+    if path.suffix == ".py" and "baselines" not in path.parts:
+        if not path.exists():
+            raise ValueError(f"{path}: no such file.")
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
@@ -51,8 +53,6 @@ def load_candidate(target: str) -> Candidate:
         if counted != module.PARAMS:
             raise ValueError(f"{path} says PARAMS = {module.PARAMS}, but its Net has {counted} trainable parameters.")
         return Candidate(str(path), module.Net, Recipe(**module.RECIPE), counted)
-    if path.suffix == ".py" and not path.exists() and "baselines" not in path.parts:
-        raise ValueError(f"{path}: no such file.")
     b = baselines.get(target)
     return Candidate(b.name, partial(build, b.arch), b.arch.recipe, count_params(b.arch))
 
@@ -107,22 +107,27 @@ def run_seed(cand: Candidate, data: Data, seed: int, epochs: int | None, device:
     return train(cand.make_model, recipe, data, seed=seed, device=device, eval_test=True, on_epoch=show)
 
 
-def _one_seed(target: str, seed: int, epochs: int | None, device: str, dataset: str, data_dir, threads: int) -> dict:
+def _one_seed(source: tuple[str, str, object], seed: int, epochs: int | None, device: str, threads: int) -> dict:
+    """In a worker process: load the candidate and the data there (neither pickles cheaply), train one seed."""
+    target, dataset, data_dir = source
     torch.set_num_threads(threads)
-    cand = load_candidate(target)
-    data = load(dataset, data_dir, val_size=0)
+    cand, data = load_candidate(target), load(dataset, data_dir, val_size=0)
+    return summarise_run(cand, data, seed, epochs, device)
+
+
+def summarise_run(cand: Candidate, data: Data, seed: int, epochs: int | None, device: str) -> dict:
     history = run_seed(cand, data, seed, epochs, device, log=lambda line: print(line, flush=True))
     return {"seed": seed, **summarise(history, cand.params), "history": history}
 
 
-def run_seeds(target: str, seeds: list[int], epochs: int | None, device: str, dataset: str, data_dir,
-              jobs: int = 1) -> list[dict]:
-    """Per-seed summaries (with histories); `jobs` > 1 trains seeds in parallel processes."""
+def run_seeds(cand: Candidate, data: Data, seeds, epochs: int | None, device: str, jobs: int,
+              source: tuple[str, str, object]) -> list[dict]:
+    """Per-seed summaries (with histories). `jobs` > 1 trains seeds in parallel processes, which
+    reload the candidate and data from `source` = (target, dataset, data_dir)."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, but got {jobs}.")
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else torch.get_num_threads()
-    args = [(target, seed, epochs, device, dataset, data_dir, threads) for seed in seeds]
     if jobs == 1:
-        return [_one_seed(*a) for a in args]
+        return [summarise_run(cand, data, seed, epochs, device) for seed in seeds]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_one_seed, *zip(*args, strict=True)))
+        return list(pool.map(_one_seed, *zip(*[(source, seed, epochs, device, threads) for seed in seeds], strict=True)))
