@@ -161,8 +161,8 @@ def check_storage_url(url: str) -> None:
 @functools.cache
 def fast_sqlite() -> None:
     """WAL + synchronous=NORMAL on every SQLite connection: a commit no longer waits for an fsync,
-    which made each trial attribute cost ~30 ms (an over-budget trial ~200 ms). Safe against a
-    crashed process; only a power cut can lose the last commits."""
+    which dominated the cost of an over-budget trial (one commit per suggested parameter). Safe
+    against a crashed process; only a power cut can lose the last commits."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
