@@ -33,34 +33,43 @@ batch_size = [64]
 """
 
 
-def worker(tmp_path, data_root, trials):
+def worker(tmp_path, data_root, trials, log):
     return subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--config", "k.toml", "--trials",
                              str(trials), "--data-dir", str(data_root), "--threads", "1"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
 
 
-def trials(tmp_path):
-    try:
-        return optuna.load_study(study_name="k", storage=make_storage(f"sqlite:///{tmp_path}/k.db", None)).trials
-    except KeyError:  # the database exists but the worker has not created the study in it yet
-        return []
+def load(tmp_path):
+    return optuna.load_study(study_name="k", storage=make_storage(f"sqlite:///{tmp_path}/k.db", None))
+
+
+def wait_for_training(tmp_path, proc, log_path, seconds=180):
+    """Until a trial is RUNNING with an epoch done; one storage for all polls (each new one checks the schema)."""
+    study, deadline = None, time.time() + seconds
+    while time.time() < deadline:
+        assert proc.poll() is None, f"worker exited early: {log_path.read_text()[-500:]}"
+        time.sleep(0.5)
+        try:
+            study = study or load(tmp_path)
+        except KeyError:  # the database exists but the study is not created yet
+            continue
+        if any(t.state == TrialState.RUNNING and t.user_attrs.get("history") for t in study.trials):
+            return
+    raise AssertionError(f"no trial trained an epoch within {seconds} s: {log_path.read_text()[-500:]}")
 
 
 def test_killed_worker_trial_is_failed_and_retried(tmp_path, data_root):
     (tmp_path / "k.toml").write_text(CONFIG)
-    first = worker(tmp_path, data_root, trials=1)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait until the trial is running and has trained an epoch
-        time.sleep(0.5)
-        if (tmp_path / "k.db").exists() and any(t.state == TrialState.RUNNING and t.user_attrs.get("history")
-                                                for t in trials(tmp_path)):
-            break
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait()
-    time.sleep(5)  # past the grace period (4 missed heartbeats of 1 s)
-    second = worker(tmp_path, data_root, trials=1)
-    assert second.wait(timeout=300) == 0
-    ts = trials(tmp_path)
+    log_path = tmp_path / "workers.log"
+    with log_path.open("w") as log:
+        first = worker(tmp_path, data_root, 1, log)
+        wait_for_training(tmp_path, first, log_path)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        time.sleep(5)  # past the grace period (4 missed heartbeats of 1 s)
+        second = worker(tmp_path, data_root, 1, log)
+        assert second.wait(timeout=300) == 0, log_path.read_text()[-500:]
+    ts = load(tmp_path).trials
     dead, retried = ts[0], ts[1]
     assert dead.state == TrialState.FAIL
     assert retried.state == TrialState.COMPLETE and retried.system_attrs["failed_trial"] == dead.number
