@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,postgres]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -29,7 +29,7 @@ test: setup  ## the default suite: synthetic data only, no network
 	$(BIN)/pytest -q
 
 test-browser: setup  ## optuna-dashboard in headless Chromium (needs: apt-get install chromium)
-	$(PY) -m pip install -q -e '.[test,browser]'
+	$(PY) -m pip install -q -e '.[test,postgres,browser]'
 	$(BIN)/pytest -q -m browser
 
 test-slow: setup  ## real MNIST, minutes

@@ -3,18 +3,21 @@
 Reference loop: a `Dataset` whose `__getitem__` normalises and augments one image at a time
 (random rotation/shift through `affine_grid`/`grid_sample` on that one image, as
 torchvision's RandomAffine does per sample), a `DataLoader` with batch 128, fp32. Ours:
-whole split as one uint8 tensor, batched augmentation, no DataLoader. Both train the same
-architecture on the same images with the same optimizer; each measurement runs in its own
-subprocess so that peak memory (max RSS) is its own.
+whole split as one uint8 tensor, batched augmentation, no DataLoader, then each engine
+setting (bf16 autocast, torch.compile) on its own and together, so that each is measured
+for what it adds. All train the same architecture on the same images with the same
+optimizer; each measurement runs in its own subprocess so that peak memory (max RSS) is its own.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from functools import partial
 
@@ -23,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from search.data import Split, load
-from search.train import EVAL_BATCH, augment, evaluate, make_optimizer, to_unit, train
+from search.train import EVAL_BATCH, Engine, augment, evaluate, make_optimizer, to_unit, train
 from space import Arch, build
 
 
@@ -42,20 +45,23 @@ class PerSampleDataset(Dataset):
         return (x - self.mean) / self.std, self.split.labels[i]
 
 
-def reference_train(arch: Arch, split: Split, mean: float, std: float) -> float:
-    """Seconds for one epoch of the reference loop over `split`."""
+def reference_train(arch: Arch, split: Split, mean: float, std: float, epochs: int) -> list[float]:
+    """Seconds of each epoch of the reference loop over `split`."""
     model = build(arch)
     opt = make_optimizer(model, arch.recipe)
     loader = DataLoader(PerSampleDataset(split, mean, std, arch.recipe.rotate, arch.recipe.translate),
                         batch_size=128, shuffle=True)
-    t0 = time.perf_counter()
     model.train()
-    for x, y in loader:
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - t0
+    seconds = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        seconds.append(time.perf_counter() - t0)
+    return seconds
 
 
 def reference_eval(arch: Arch, split: Split, mean: float, std: float) -> float:
@@ -68,36 +74,48 @@ def reference_eval(arch: Arch, split: Split, mean: float, std: float) -> float:
     return time.perf_counter() - t0
 
 
-def measure(engine: str, arch_json: str, images: int, data_dir: str | None, threads: int) -> dict:
-    """One measurement in this process: images/s for training and for evaluation, peak RSS."""
+# Our engine's settings, measured one by one against the reference; the last one is the default on this CPU.
+ENGINES = {
+    "reference": None,
+    "ours fp32": Engine("cpu", "fp32", "off"),
+    "ours bf16": Engine("cpu", "bf16", "off"),
+    "ours fp32+compile": Engine("cpu", "fp32", "on"),
+    "ours bf16+compile": Engine("cpu", "bf16", "on"),
+}
+EPOCHS = 2  # throughput is the last epoch's; the first also pays start-up (oneDNN kernels, torch.compile)
+
+
+def measure(name: str, arch_json: str, images: int, data_dir: str | None, threads: int) -> dict:
+    """One measurement in this process: images/s for training and for evaluation, start-up, peak RSS."""
     torch.set_num_threads(threads)
-    arch = Arch.from_json(arch_json).with_recipe(epochs=1)
+    arch = Arch.from_json(arch_json).with_recipe(epochs=EPOCHS)
     data = load("mnist", data_dir, val_size=0, subset=images)
-    split = data.train
-    if engine == "reference":
-        train_s = reference_train(arch, split, data.mean, data.std)
+    split, engine = data.train, ENGINES[name]
+    if engine is None:
+        seconds = reference_train(arch, split, data.mean, data.std, EPOCHS)
         eval_s = reference_eval(arch, split, data.mean, data.std)
     else:
-        t0 = time.perf_counter()
-        train(partial(build, arch), arch.recipe, data, device="cpu", progress=False)
-        train_s = time.perf_counter() - t0  # includes nothing but training: no val/test split here
+        history = train(partial(build, arch), arch.recipe, data, engine=engine, progress=False)
+        seconds = [r["seconds"] for r in history]  # no val/test split here: pure training
         t0 = time.perf_counter()
         evaluate(build(arch), split, data.mean, data.std, torch.device("cpu"))
         eval_s = time.perf_counter() - t0
-    return {"engine": engine, "train_img_s": len(split) / train_s, "eval_img_s": len(split) / eval_s,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": threads,
-            "eval_batch": EVAL_BATCH if engine == "ours" else 1000}
+    return {"engine": name, "train_img_s": len(split) / seconds[-1], "startup_s": seconds[0] - seconds[-1],
+            "eval_img_s": len(split) / eval_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "threads": threads, "eval_batch": 1000 if engine is None else EVAL_BATCH}
 
 
 def run_bench(arch: Arch, images: int, data_dir: str | None, threads: int, repeats: int) -> list[dict]:
-    """Alternate the engines `repeats` times (so drift hits both alike); each in a subprocess."""
+    """Cycle through the engines `repeats` times (so drift hits all alike); each in a subprocess."""
     rows = []
     for _ in range(repeats):
-        for engine in ("reference", "ours"):
+        for name in ENGINES:
             code = ("import json, sys; from search.bench import measure; "
                     "print(json.dumps(measure(*json.loads(sys.argv[1]))))")
-            args = json.dumps([engine, arch.to_json(), images, data_dir, threads])
-            out = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, check=False)
+            args = json.dumps([name, arch.to_json(), images, data_dir, threads])
+            with tempfile.TemporaryDirectory() as cache:  # a cold torch.compile cache: start-up as a fresh machine sees it
+                out = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, check=False,
+                                     env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache})
             if out.returncode != 0:
                 raise RuntimeError(f"bench subprocess failed: {out.stderr.strip().splitlines()[-1]}")
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -105,12 +123,52 @@ def run_bench(arch: Arch, images: int, data_dir: str | None, threads: int, repea
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'engine':<10} {'train img/s':>12} {'eval img/s':>11} {'peak RSS MB':>12}"]
-    by = {e: [r for r in rows if r["engine"] == e] for e in ("reference", "ours")}
-    for e, rs in by.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in ("train_img_s", "eval_img_s", "peak_rss_mb")}
-        lines.append(f"{e:<10} {med['train_img_s']:>12.0f} {med['eval_img_s']:>11.0f} {med['peak_rss_mb']:>12.0f}")
-    ratios = [o["train_img_s"] / r["train_img_s"] for r, o in zip(by["reference"], by["ours"], strict=True)]
-    lines.append(f"per-repeat training speedups: {', '.join(f'{x:.2f}' for x in ratios)} (median of {len(ratios)})")
+    """Medians per engine; speedups are per repeat (each engine vs that repeat's reference), then the median."""
+    keys = ("train_img_s", "startup_s", "eval_img_s", "peak_rss_mb")
+    lines = [f"{'engine':<18} {'train img/s':>12} {'speedup':>8} {'start-up s':>11} {'eval img/s':>11} {'peak RSS MB':>12}"]
+    ref = [r for r in rows if r["engine"] == "reference"]
+    for name in ENGINES:
+        rs = [r for r in rows if r["engine"] == name]
+        med = {k: statistics.median(r[k] for r in rs) for k in keys}
+        ratios = [o["train_img_s"] / r["train_img_s"] for r, o in zip(ref, rs, strict=True)]
+        lines.append(f"{name:<18} {med['train_img_s']:>12.0f} {statistics.median(ratios):>8.2f} "
+                     f"{med['startup_s']:>11.1f} {med['eval_img_s']:>11.0f} {med['peak_rss_mb']:>12.0f}")
+    lines.append(f"per-repeat training speedups of {name}: {', '.join(f'{x:.2f}' for x in ratios)} "
+                 f"(median of {len(ratios)})")
     lines.append(f"speedup={statistics.median(ratios):.2f}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- workers on one machine
+DEFAULT_ENGINE = "ours bf16+compile"
+
+
+def run_workers_bench(arch: Arch, images: int, data_dir: str | None, cores: int, ks: list[int],
+                      repeats: int) -> list[dict]:
+    """For each K: K simultaneous trainings, `cores // K` threads each, as `search --workers K` runs
+    them; the row's throughput is the sum over the K processes. Cycled `repeats` times."""
+    code = "import json, sys; from search.bench import measure; print(json.dumps(measure(*json.loads(sys.argv[1]))))"
+    rows = []
+    for _ in range(repeats):
+        for k in ks:
+            threads = max(1, cores // k)
+            args = json.dumps([DEFAULT_ENGINE, arch.to_json(), images, data_dir, threads])
+            procs = [subprocess.Popen([sys.executable, "-c", code, args], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for _ in range(k)]
+            outs = [p.communicate() for p in procs]
+            if any(p.returncode for p in procs):
+                raise RuntimeError(f"bench subprocess failed: {next(e for _, e in outs if e).strip().splitlines()[-1]}")
+            each = [json.loads(o.strip().splitlines()[-1])["train_img_s"] for o, _ in outs]
+            rows.append({"workers": k, "threads": threads, "train_img_s": sum(each), "per_worker": each})
+    return rows
+
+
+def workers_table(rows: list[dict]) -> str:
+    ks = sorted({r["workers"] for r in rows})
+    med = {k: statistics.median(r["train_img_s"] for r in rows if r["workers"] == k) for k in ks}
+    lines = [f"{'workers':>7} {'threads each':>12} {'train img/s (sum)':>18} {'vs 1 worker':>12}"]
+    for k in ks:
+        threads = next(r["threads"] for r in rows if r["workers"] == k)
+        lines.append(f"{k:>7} {threads:>12} {med[k]:>18.0f} {med[k] / med[ks[0]]:>12.2f}")
+    lines.append(f"best_workers={max(ks, key=med.get)}")
     return "\n".join(lines)

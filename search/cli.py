@@ -22,8 +22,21 @@ def set_threads(n: int | None) -> None:
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist | kmnist (IDX layout)")
     p.add_argument("--data-dir", default=None, help="data root (default: $BUDGETNAS_DATA, else ./data)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="bf16 autocast for convolutions (default: where the hardware has native bf16)")
+    p.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                   help="torch.compile the model (default: for runs long enough to repay it)")
+
+
+def engine_of(args):
+    from search.train import Engine
+
+    return Engine(args.device, args.precision, args.compile).pinned()
 
 
 def add_study_args(p: argparse.ArgumentParser) -> None:
@@ -38,17 +51,18 @@ def cmd_baseline(args) -> None:
     from search.results import RESULTS_DIR, baseline_markdown, provenance, write_json
     from search.verify import load_candidate, run_seed, summarise
 
+    engine = engine_of(args)
     names = baselines.NAMES if args.name == "all" else (baselines.get(args.name).name,)
     data = None if args.markdown_only else D.load(args.dataset, args.data_dir, val_size=0)
     for name in names if data is not None else ():
         cand = load_candidate(name)
         for seed in args.seeds:
             print(f"{name} seed {seed}: {cand.params:,} params, {args.dataset}, recipe {cand.recipe}")
-            history = run_seed(cand, data, seed, args.epochs, args.device)
+            history = run_seed(cand, data, seed, args.epochs, engine)
             summary = summarise(history, cand.params)
             path = RESULTS_DIR / args.dataset / f"{name}-seed{seed}.json"
             run = {"baseline": name, "seed": seed, "dataset": args.dataset, "summary": summary,
-                   "arch": baselines.get(name).arch.to_dict(), "history": history, **provenance()}
+                   "arch": baselines.get(name).arch.to_dict(), "history": history, **provenance(engine)}
             write_json(path, run)
             print(f"{name} seed {seed}: min last-3 test {summary['min_last3']:.2f}%  -> {path}")
     md = baseline_markdown(args.dataset)
@@ -64,9 +78,9 @@ def cmd_verify(args) -> None:
     from search.results import provenance, write_json
     from search.verify import load_candidate, run_seeds, verdict, verdict_line
 
-    cand = load_candidate(args.target)
+    cand, engine = load_candidate(args.target), engine_of(args)
     data = D.load(args.dataset, args.data_dir, val_size=0)  # a data error is one line here, not one per job
-    summaries = run_seeds(cand, data, range(args.seeds), args.epochs, args.device, args.jobs,
+    summaries = run_seeds(cand, data, range(args.seeds), args.epochs, engine, args.jobs,
                           (args.target, args.dataset, args.data_dir))
     print(f"\n{'seed':>4} {'params':>7} {'best':>7} {'last-3 test accuracy':>26} {'min':>7}")
     for s in summaries:
@@ -74,7 +88,7 @@ def cmd_verify(args) -> None:
         print(f"{s['seed']:>4} {s['params']:>7} {s['best_test']:>6.2f}% {last3:>26} {s['min_last3']:>6.2f}%")
     v = verdict(summaries, args.target_acc)
     if args.json:
-        write_json(Path(args.json), {"target": args.target, "verdict": v, "runs": summaries, **provenance()})
+        write_json(Path(args.json), {"target": args.target, "verdict": v, "runs": summaries, **provenance(engine)})
     print(verdict_line(v, cand.params))
     if not v["passed"]:
         sys.exit(1)
@@ -90,7 +104,7 @@ def cmd_search(args) -> None:
                       epochs=args.epochs, storage=args.storage, objective=args.objective, seed=args.seed,
                       subset=args.subset, val_size=args.val_size, dataset=args.dataset, data_dir=args.data_dir, pruner=args.pruner,
                       warm_start=args.warm_start, dry_run=args.dry_run or None)
-    study = run_workers(cfg, args.workers, device=args.device)
+    study = run_workers(cfg, args.workers, engine_of(args))
     if cfg.dry_run:
         print(dry_run_summary(study))
     print(summary(study))
@@ -193,14 +207,19 @@ def cmd_bench(args) -> None:
     from pathlib import Path
 
     import baselines
-    from search.bench import run_bench, table
+    from search.bench import DEFAULT_ENGINE, run_bench, run_workers_bench, table, workers_table
     from search.results import provenance, write_json
 
-    arch = baselines.get(args.arch).arch
-    print(f"bench: {args.arch}, {args.images} training images, {args.threads or os.cpu_count()} threads, "
-          f"{args.repeats} repeats of (reference, ours)")
-    rows = run_bench(arch, args.images, args.data_dir, args.threads or os.cpu_count() or 1, args.repeats)
-    print(table(rows))
+    arch, cores = baselines.get(args.arch).arch, args.threads or os.cpu_count() or 1
+    if args.workers:
+        print(f"bench: {args.arch}, {args.images} training images per worker, {cores} cores shared by "
+              f"{' or '.join(map(str, args.workers))} workers ({DEFAULT_ENGINE}), {args.repeats} repeats")
+        rows = run_workers_bench(arch, args.images, args.data_dir, cores, args.workers, args.repeats)
+        print(workers_table(rows))
+    else:
+        print(f"bench: {args.arch}, {args.images} training images, {cores} threads, {args.repeats} repeats of each engine")
+        rows = run_bench(arch, args.images, args.data_dir, cores, args.repeats)
+        print(table(rows))
     if args.json:
         write_json(Path(args.json), {"arch": args.arch, "images": args.images, "rows": rows, **provenance()})
 
@@ -217,6 +236,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     b.add_argument("--markdown-only", action="store_true", help="only regenerate RESULTS.md from stored runs")
     add_data_args(b)
+    add_engine_args(b)
     b.set_defaults(func=cmd_baseline)
 
     v = sub.add_parser("verify", help="retrain a module or baseline on all training images, test each epoch")
@@ -227,6 +247,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--json", default=None, help="write per-seed results and the verdict here")
     v.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes (cores split)")
     add_data_args(v)
+    add_engine_args(v)
     v.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("search", help="run (or resume) a study: sample, count, prune, train")
@@ -245,9 +266,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
                    help="enqueue the four baselines first (default: yes)")
     s.add_argument("--dry-run", action="store_true", help="sample and count only; in memory, no training")
-    s.add_argument("--workers", type=int, default=1,
-                   help="worker processes on this machine (needs a journal: or postgresql:// storage)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="worker processes on this machine (default: one per core with a journal: or "
+                        "postgresql:// storage, one with SQLite)")
     add_data_args(s)
+    add_engine_args(s)
     s.set_defaults(func=cmd_search, dataset=None)
 
     st = sub.add_parser("status", help="trials by state, best so far, Pareto front, time spent")
@@ -272,6 +295,8 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--arch", default="exp4", help="a baseline (default exp4)")
     bn.add_argument("--images", type=int, default=10000, help="training images per measurement")
     bn.add_argument("--repeats", type=int, default=3, help="alternating (reference, ours) pairs; median reported")
+    bn.add_argument("--workers", type=int, nargs="+", default=None,
+                    help="instead: summed training img/s of K parallel workers sharing the cores, e.g. 1 2")
     bn.add_argument("--json", default=None, help="write the raw rows here")
     add_data_args(bn)
     bn.set_defaults(func=cmd_bench)

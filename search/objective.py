@@ -6,6 +6,8 @@ seconds, why it stopped) as user attributes, so nothing is recomputed afterwards
 
 from __future__ import annotations
 
+import os
+import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -16,10 +18,14 @@ import optuna
 
 from search.annotate import annotate_trial
 from search.data import Data
-from search.train import Diverged, train
+from search.train import Diverged, Engine, train
 from space import SpaceConfig, build, count_params, sample_arch
 
 LAST = 3  # the objective is the mean validation accuracy of the last 3 epochs: it rewards stability
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def trial_seed(base_seed: int, trial_number: int) -> int:
@@ -41,7 +47,7 @@ def make_objective(
     data: Data | None,
     pareto: bool = False,
     seed: int = 0,
-    device: str = "auto",
+    engine: Engine = Engine(),
     dry_run: bool = False,
     train_fn: Callable = train,
     notes: bool = False,
@@ -58,6 +64,7 @@ def make_objective(
 
     def objective(trial: optuna.Trial):
         t0 = time.perf_counter()
+        trial.set_user_attr("worker", worker_id())  # which machine and process ran it: see runner.fail_orphans
         try:
             arch = sample_arch(trial, space, epochs)
         except ValueError as e:  # e.g. too many unpadded convs for a 28px image: infeasible too
@@ -91,7 +98,7 @@ def make_objective(
 
         try:
             train_fn(partial(build, arch), arch.recipe, data, seed=trial_seed(seed, trial.number),
-                     device=device, on_epoch=report, progress=False)
+                     engine=engine, on_epoch=report, progress=False)
         except Diverged as e:
             stop(trial, "diverged", f"diverged: {e}")
             annotate(trial, arch, n, history, f"Failed: {e}. The study goes on.")

@@ -16,8 +16,10 @@ import baselines
 RESULTS_DIR = Path(baselines.__file__).parent / "results"
 
 
-def provenance() -> dict:
+def provenance(engine=None) -> dict:
+    """When, how and on what a result was made; `engine` (search.train.Engine) if one trained it."""
     return {
+        **({"engine": engine.to_dict()} if engine is not None else {}),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "budgetnas " + " ".join(sys.argv[1:]),
         "torch": torch.__version__,

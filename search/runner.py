@@ -6,15 +6,18 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from search import data as D
 from search.objective import make_objective
 from search.study import StudyConfig, open_study
+from search.train import Engine
 
 STUDIES = Path("studies")
 
@@ -32,7 +35,7 @@ def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
           flush=True)
 
 
-def run(cfg: StudyConfig, device: str = "auto", storage=None, worker: int = 0) -> optuna.Study:
+def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int = 0) -> optuna.Study:
     """Optimize `cfg.trials` more trials (or until `cfg.timeout`) and return the study."""
     data = None if cfg.dry_run else D.load(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, subset=cfg.subset)
     if data is not None and data.val is None:
@@ -43,25 +46,59 @@ def run(cfg: StudyConfig, device: str = "auto", storage=None, worker: int = 0) -
     if not cfg.dry_run and worker == 0:
         out = STUDIES / cfg.name / "config.resolved.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+        out.write_text(json.dumps({**cfg.to_dict(), "engine": engine.pinned().to_dict()}, indent=1) + "\n")
+    if worker == 0 and cfg.storage_url.startswith("journal:"):
+        fail_orphans(study)
     objective = make_objective(budget=cfg.budget, space=cfg.space, epochs=cfg.epochs, data=data,
-                               pareto=cfg.objective == "pareto", seed=cfg.seed, device=device, dry_run=cfg.dry_run,
+                               pareto=cfg.objective == "pareto", seed=cfg.seed, engine=engine, dry_run=cfg.dry_run,
                                notes=not cfg.dry_run, artifact_dir=None if cfg.dry_run else artifact_dir(cfg.name))
     study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout, callbacks=[log_trial],
                    catch=(RuntimeError,))
     return study
 
 
-def run_workers(cfg: StudyConfig, workers: int, device: str = "auto") -> optuna.Study:
+def fail_orphans(study: optuna.Study) -> None:
+    """Crash recovery for journal storage, which has no heartbeats: a RUNNING trial whose worker
+    was a process of this machine that no longer exists (killed, machine rebooted) ends FAIL and
+    its parameters are enqueued again, once. Trials of other machines' workers are left alone."""
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = t.user_attrs.get("worker", "").rpartition(":")
+        if worker_host != host or not pid.isdigit() or alive(int(pid)):
+            continue
+        study.tell(t.number, state=TrialState.FAIL)
+        if "retry_of" not in t.user_attrs:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        print(f"trial {t.number:3d} FAIL     its worker ({t.user_attrs['worker']}) is gone"
+              f"{'; enqueued again' if 'retry_of' not in t.user_attrs else ''}", flush=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = Engine()) -> optuna.Study:
     """`workers` processes on one study, `cores // workers` torch threads each.
 
-    The parent creates the study (and enqueues the baselines) first, so workers only ever
-    resume it; each worker's sampler has its own seed, and the trials are split between them.
+    None: one single-threaded worker per core (`budgetnas bench --workers 1 2` measured it
+    faster than one worker on all cores), where the storage lets processes share it; one
+    worker on SQLite. The parent creates the study (and enqueues the baselines) first, so
+    workers only ever resume it; each worker's sampler has its own seed, and the trials are
+    split between them.
     """
+    if workers is None:
+        shareable = not (cfg.dry_run or cfg.storage_url.startswith("sqlite"))
+        workers = min(os.cpu_count() or 1, cfg.trials) if shareable else 1
     if workers < 1:
         raise ValueError(f"workers must be >= 1, but got {workers}.")
     if workers == 1:
-        return run(cfg, device)
+        return run(cfg, engine)
     if cfg.dry_run or cfg.storage_url.startswith("sqlite"):
         raise ValueError("--workers > 1 needs a storage that several processes can share safely: "
                          "--storage journal:studies/NAME.journal (one machine) or a postgresql:// URL.")
@@ -73,7 +110,7 @@ def run_workers(cfg: StudyConfig, workers: int, device: str = "auto") -> optuna.
     for w in range(workers):
         share = cfg.trials // workers + (w < cfg.trials % workers)
         if share:
-            procs.append(ctx.Process(target=_worker, args=(replace(cfg, trials=share), w, threads, device)))
+            procs.append(ctx.Process(target=_worker, args=(replace(cfg, trials=share), w, threads, engine)))
     for p in procs:
         p.start()
     for p in procs:
@@ -88,9 +125,9 @@ def _stop(signum, frame):
     raise KeyboardInterrupt  # Optuna then ends the running trial as FAIL instead of leaving it RUNNING
 
 
-def _worker(cfg: StudyConfig, worker: int, threads: int, device: str) -> None:
+def _worker(cfg: StudyConfig, worker: int, threads: int, engine: Engine) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)  # even when started from a shell that ignores it
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run(cfg, device, worker=worker)
+    run(cfg, engine, worker=worker)

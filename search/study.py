@@ -187,16 +187,22 @@ def make_storage(url: str, heartbeat: int | None = 30) -> optuna.storages.BaseSt
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("sqlite:///"):
         fast_sqlite()
+    rdb_url = url  # SQLAlchemy's default PostgreSQL driver is psycopg2; the postgres extra ships psycopg 3
+    if url.startswith("postgresql://"):
+        rdb_url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     try:
         with warnings.catch_warnings():  # heartbeats and their retry callback are "experimental" since 2.8
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if not heartbeat:
-                return optuna.storages.RDBStorage(url)
+                return optuna.storages.RDBStorage(rdb_url)
             # a trial whose worker stopped beating is failed after the grace period and retried
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
+            return optuna.storages.RDBStorage(rdb_url, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
                                               heartbeat_stale_trial_callback=retry)
-    except Exception as e:  # noqa: BLE001 -- sqlalchemy/driver errors: bad URL, unreachable server, no driver
+    except ModuleNotFoundError as e:
+        raise StudyError(f"cannot open storage {url!r}: no driver {e.name!r}; pip install 'budgetnas[postgres]' "
+                         "for PostgreSQL.") from None
+    except Exception as e:  # noqa: BLE001 -- sqlalchemy/driver errors: bad URL, unreachable server
         raise StudyError(f"cannot open storage {url!r}: {str(e).splitlines()[0]}") from None
 
 
@@ -210,7 +216,8 @@ def make_sampler(cfg: StudyConfig, worker: int = 0) -> optuna.samplers.BaseSampl
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     if cfg.pruner == "median":  # compare each epoch with the median of earlier trials at that epoch
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+        # the first epochs of a one-cycle run are noisy: no verdict before epoch 2 (epoch 1 in short runs)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min(2, max(1, cfg.epochs // 3)))
     if cfg.pruner == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
     if cfg.pruner == "hyperband":

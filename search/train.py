@@ -9,8 +9,11 @@ batch (losses and hits are summed on the device, read once per epoch).
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +23,7 @@ from search.data import Data, Split
 from space import Recipe
 
 EVAL_BATCH = 4096  # images per evaluation forward; memory is tiny for these models
+COMPILE_MIN_STEPS = 1500  # torch.compile's start-up (tens of seconds on 2 cores) must be repaid
 
 
 class Diverged(Exception):
@@ -32,6 +36,55 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here.")
     return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Does this device compute bf16 in hardware (CPU: AVX-512 BF16 / AMX through oneDNN)?"""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How a training runs, not what it trains: device, arithmetic and compilation.
+
+    `precision="bf16"` runs convolutions and matmuls under bf16 autocast (weights, BN
+    statistics and the loss stay fp32); it changes rounding, so its accuracy parity with
+    fp32 is measured (README, Performance). `"auto"` means bf16 where the hardware has it.
+    `compile="auto"` compiles runs of at least COMPILE_MIN_STEPS optimizer steps.
+    """
+
+    device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16
+    compile: str = "auto"  # auto | on | off
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __post_init__(self):
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, but got {self.precision!r}.")
+        if self.compile not in ("auto", "on", "off"):
+            raise ValueError(f"compile must be auto, on or off, but got {self.compile!r}.")
+
+    def pinned(self) -> Engine:
+        """The same engine with `precision="auto"` decided for this machine (for the record)."""
+        if self.precision != "auto":
+            return self
+        return replace(self, precision="bf16" if native_bf16(resolve_device(self.device)) else "fp32")
+
+    def resolve(self, steps: int) -> tuple[torch.device, bool, bool]:
+        """(device, bf16?, compile?) for a run of `steps` optimizer steps."""
+        device = resolve_device(self.device)
+        bf16 = self.precision == "bf16" or (self.precision == "auto" and native_bf16(device))
+        can_compile = device.type == "cuda" or shutil.which("c++") or shutil.which("g++")
+        compiled = self.compile == "on" or (self.compile == "auto" and steps >= COMPILE_MIN_STEPS and bool(can_compile))
+        return device, bf16, compiled
+
+
+def autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -79,7 +132,8 @@ def make_schedule(opt: torch.optim.Optimizer, r: Recipe, steps_per_epoch: int):
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, split: Split, mean: float, std: float, device: torch.device) -> float:
-    """Accuracy in percent on a whole split."""
+    """Accuracy in percent on a whole split, in fp32 always: bf16 may train the model, but what
+    is measured is the fp32 model that an exported module holds."""
     model.eval()
     hits = torch.zeros((), device=device, dtype=torch.long)
     for i in range(0, len(split), EVAL_BATCH):
@@ -94,7 +148,7 @@ def train(
     recipe: Recipe,
     data: Data,
     seed: int = 0,
-    device: str | torch.device = "auto",
+    engine: Engine = Engine(),
     eval_test: bool = False,
     on_epoch: Callable[[dict], None] | None = None,
     progress: bool | None = None,
@@ -107,7 +161,9 @@ def train(
     epoch and may raise (e.g. optuna.TrialPruned) to stop early. `progress=None` shows a
     bar only on a terminal. Raises `Diverged` on a NaN/inf loss.
     """
-    device = resolve_device(device) if isinstance(device, str) else device
+    r = recipe
+    steps = math.ceil(len(data.train) / r.batch_size)
+    device, bf16, compiled = engine.resolve(steps * r.epochs)
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     model = make_model().to(device)
@@ -115,8 +171,9 @@ def train(
     splits = {"val": data.val, "test": data.test if eval_test else None}
     splits = {k: Split(s.images.to(device), s.labels.to(device)) for k, s in splits.items() if s is not None}
 
-    r = recipe
-    steps = math.ceil(len(train_y) / r.batch_size)
+    if compiled:
+        torch._dynamo.reset()  # one worker trains many models; start each with an empty cache
+    fast = torch.compile(model) if compiled else model  # same parameters; eager for the odd last batch
     opt = make_optimizer(model, r)
     sched = make_schedule(opt, r, steps)
     history = []
@@ -130,8 +187,9 @@ def train(
             idx = order[i * r.batch_size : (i + 1) * r.batch_size]
             x = augment(to_unit(train_x[idx]), r.rotate, r.translate, gen)
             y = train_y[idx]
-            out = model((x - data.mean) / data.std)
-            loss = F.cross_entropy(out, y)
+            with autocast(device, bf16):
+                out = (fast if len(idx) == r.batch_size else model)((x - data.mean) / data.std)
+            loss = F.cross_entropy(out.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -22,7 +22,7 @@ import torch
 
 import baselines
 from search.data import Data, load
-from search.train import train
+from search.train import Engine, train
 from space import Recipe, build, count_params
 
 LAST = 3  # epochs at the end that must all clear the target
@@ -94,7 +94,7 @@ def verdict_line(v: dict, params: int) -> str:
     )
 
 
-def run_seed(cand: Candidate, data: Data, seed: int, epochs: int | None, device: str, log=print) -> list[dict]:
+def run_seed(cand: Candidate, data: Data, seed: int, epochs: int | None, engine: Engine, log=print) -> list[dict]:
     """One full training on `data.train` (train + validation), test accuracy every epoch."""
     recipe = cand.recipe if epochs is None else replace(cand.recipe, epochs=epochs)
 
@@ -104,30 +104,30 @@ def run_seed(cand: Candidate, data: Data, seed: int, epochs: int | None, device:
             f"test {r['test_acc']:.2f}%  lr {r['lr']:.4g}  {r['seconds']:.1f}s"
         )
 
-    return train(cand.make_model, recipe, data, seed=seed, device=device, eval_test=True, on_epoch=show)
+    return train(cand.make_model, recipe, data, seed=seed, engine=engine, eval_test=True, on_epoch=show)
 
 
-def _one_seed(source: tuple[str, str, object], seed: int, epochs: int | None, device: str, threads: int) -> dict:
+def _one_seed(source: tuple[str, str, object], seed: int, epochs: int | None, engine: Engine, threads: int) -> dict:
     """In a worker process: load the candidate and the data there (neither pickles cheaply), train one seed."""
     target, dataset, data_dir = source
     torch.set_num_threads(threads)
     cand, data = load_candidate(target), load(dataset, data_dir, val_size=0)
-    return summarise_run(cand, data, seed, epochs, device)
+    return summarise_run(cand, data, seed, epochs, engine)
 
 
-def summarise_run(cand: Candidate, data: Data, seed: int, epochs: int | None, device: str) -> dict:
-    history = run_seed(cand, data, seed, epochs, device, log=lambda line: print(line, flush=True))
+def summarise_run(cand: Candidate, data: Data, seed: int, epochs: int | None, engine: Engine) -> dict:
+    history = run_seed(cand, data, seed, epochs, engine, log=lambda line: print(line, flush=True))
     return {"seed": seed, **summarise(history, cand.params), "history": history}
 
 
-def run_seeds(cand: Candidate, data: Data, seeds, epochs: int | None, device: str, jobs: int,
+def run_seeds(cand: Candidate, data: Data, seeds, epochs: int | None, engine: Engine, jobs: int,
               source: tuple[str, str, object]) -> list[dict]:
     """Per-seed summaries (with histories). `jobs` > 1 trains seeds in parallel processes, which
     reload the candidate and data from `source` = (target, dataset, data_dir)."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, but got {jobs}.")
     if jobs == 1:
-        return [summarise_run(cand, data, seed, epochs, device) for seed in seeds]
+        return [summarise_run(cand, data, seed, epochs, engine) for seed in seeds]
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_one_seed, *zip(*[(source, seed, epochs, device, threads) for seed in seeds], strict=True)))
+        return list(pool.map(_one_seed, *zip(*[(source, seed, epochs, engine, threads) for seed in seeds], strict=True)))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from search.runner import run
+from search.train import Engine
 from tests.test_search import cfg
 
 pytestmark = pytest.mark.browser
@@ -30,7 +31,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def dashboard(data_root, tmp_path):
-    run(cfg(data_root, name="demo-study", trials=3, epochs=2, storage="sqlite:///studies/demo-study.db"), device="cpu")
+    run(cfg(data_root, name="demo-study", trials=3, epochs=2, storage="sqlite:///studies/demo-study.db"), engine=Engine("cpu"))
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "search.cli", "dashboard", "--study", "demo-study", "--port", str(port)],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -8,6 +8,7 @@ import sys
 import time
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from search.study import make_storage
@@ -33,24 +34,28 @@ batch_size = [64]
 """
 
 
+STORAGES = {"sqlite": "sqlite:///k.db", "journal": "journal:k.journal"}
+
+
 def worker(tmp_path, data_root, trials, log):
     return subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--config", "k.toml", "--trials",
                              str(trials), "--data-dir", str(data_root), "--threads", "1"],
                             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
 
 
-def load(tmp_path):
-    return optuna.load_study(study_name="k", storage=make_storage(f"sqlite:///{tmp_path}/k.db", None))
+def load(tmp_path, storage):
+    url = {"sqlite": f"sqlite:///{tmp_path}/k.db", "journal": f"journal:{tmp_path}/k.journal"}[storage]
+    return optuna.load_study(study_name="k", storage=make_storage(url, None))
 
 
-def wait_for_training(tmp_path, proc, log_path, seconds=180):
+def wait_for_training(tmp_path, storage, proc, log_path, seconds=180):
     """Until a trial is RUNNING with an epoch done; one storage for all polls (each new one checks the schema)."""
     study, deadline = None, time.time() + seconds
     while time.time() < deadline:
         assert proc.poll() is None, f"worker exited early: {log_path.read_text()[-500:]}"
         time.sleep(0.5)
         try:
-            study = study or load(tmp_path)
+            study = study or load(tmp_path, storage)
         except KeyError:  # the database exists but the study is not created yet
             continue
         if any(t.state == TrialState.RUNNING and t.user_attrs.get("history") for t in study.trials):
@@ -58,21 +63,25 @@ def wait_for_training(tmp_path, proc, log_path, seconds=180):
     raise AssertionError(f"no trial trained an epoch within {seconds} s: {log_path.read_text()[-500:]}")
 
 
-def test_killed_worker_trial_is_failed_and_retried(tmp_path, data_root):
-    (tmp_path / "k.toml").write_text(CONFIG)
+@pytest.mark.parametrize("storage", STORAGES)
+def test_killed_worker_trial_is_failed_and_retried(tmp_path, data_root, storage):
+    """SQLite: heartbeats stop, the next worker fails and retries the trial (Optuna's callback).
+    Journal: no heartbeats; the next worker sees the trial's process is gone (runner.fail_orphans)."""
+    (tmp_path / "k.toml").write_text(CONFIG.replace('"sqlite:///k.db"', f'"{STORAGES[storage]}"'))
     log_path = tmp_path / "workers.log"
     with log_path.open("w") as log:
         first = worker(tmp_path, data_root, 1, log)
-        wait_for_training(tmp_path, first, log_path)
+        wait_for_training(tmp_path, storage, first, log_path)
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
-        time.sleep(5)  # past the grace period (4 missed heartbeats of 1 s)
+        time.sleep(5 if storage == "sqlite" else 0)  # past the grace period (4 missed heartbeats of 1 s)
         second = worker(tmp_path, data_root, 1, log)
         assert second.wait(timeout=300) == 0, log_path.read_text()[-500:]
-    ts = load(tmp_path).trials
+    ts = load(tmp_path, storage).trials
     dead, retried = ts[0], ts[1]
     assert dead.state == TrialState.FAIL
-    assert retried.state == TrialState.COMPLETE and retried.system_attrs["failed_trial"] == dead.number
+    retry_of = retried.system_attrs.get("failed_trial", retried.user_attrs.get("retry_of"))
+    assert retried.state == TrialState.COMPLETE and retry_of == dead.number
     assert retried.params == dead.params
     assert len(ts) == 2 and len({t.number for t in ts}) == 2
     assert len(retried.user_attrs["history"]) == 40

@@ -3,12 +3,13 @@ import pytest
 from search.cli import main
 from search.runner import run
 from search.status import best_trial
+from search.train import Engine
 from tests.test_search import cfg
 
 
 @pytest.fixture
 def small_study(data_root):
-    return run(cfg(data_root, trials=4, epochs=3, storage="sqlite:///studies/t.db"), device="cpu")
+    return run(cfg(data_root, trials=4, epochs=3, storage="sqlite:///studies/t.db"), engine=Engine("cpu"))
 
 
 def test_export_verify_report_on_a_small_study(small_study, data_root, tmp_path, capsys):
@@ -39,7 +40,7 @@ def test_export_by_params_max_and_trial(small_study, tmp_path):
 
 
 def test_pruner_replay(data_root, capsys):
-    run(cfg(data_root, name="p", storage="sqlite:///studies/p.db", trials=6, epochs=4, pruner="none"), device="cpu")
+    run(cfg(data_root, name="p", storage="sqlite:///studies/p.db", trials=6, epochs=4, pruner="none"), engine=Engine("cpu"))
     main(["pruners", "--study", "p"])
     out = capsys.readouterr().out
     none = next(line for line in out.splitlines() if line.startswith("none"))

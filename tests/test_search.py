@@ -6,7 +6,7 @@ from search.objective import make_objective
 from search.runner import run
 from search.status import best_trial, pareto_front, summary
 from search.study import StudyConfig, StudyError, load_config, make_pruner, make_storage, min_params, open_study
-from search.train import Diverged
+from search.train import Diverged, Engine
 from space import SpaceConfig
 
 # A small space so that tiny trials train in about a second on synthetic data.
@@ -79,7 +79,7 @@ def test_median_pruner_stops_a_hopeless_trial():
 
 def test_small_search_stores_everything_and_resumes(data_root):
     c = cfg(data_root)
-    study = run(c, device="cpu")
+    study = run(c, engine=Engine("cpu"))
     assert len(study.trials) == 3
     for t in study.trials:
         assert {"arch", "params"} <= set(t.user_attrs)
@@ -87,12 +87,12 @@ def test_small_search_stores_everything_and_resumes(data_root):
             assert len(t.user_attrs["history"]) == 2 and t.user_attrs["seconds"] > 0
             assert t.value == pytest.approx(sum(h["val_acc"] for h in t.user_attrs["history"]) / 2)
     assert best_trial(study).value > 30  # synthetic data: chance is 10%
-    again = run(c, device="cpu")
+    again = run(c, engine=Engine("cpu"))
     assert len(again.trials) == 6 and "best" in summary(again)
 
 
 def test_resume_with_changed_budget_or_space_is_refused(data_root):
-    run(cfg(data_root, trials=1, dry_run=False, epochs=1), device="cpu")
+    run(cfg(data_root, trials=1, dry_run=False, epochs=1), engine=Engine("cpu"))
     with pytest.raises(StudyError, match="budget: was 3000, now 4000"):
         open_study(cfg(data_root, budget=4000))
     with pytest.raises(StudyError, match="space: changed"):
@@ -106,7 +106,7 @@ def test_warm_start_enqueues_the_baselines(data_root):
 
 
 def test_pareto_dry_run_and_front(data_root):
-    study = run(cfg(data_root, objective="pareto", dry_run=True, trials=30, storage=None), device="cpu")
+    study = run(cfg(data_root, objective="pareto", dry_run=True, trials=30, storage=None), engine=Engine("cpu"))
     assert len(study.directions) == 2
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     front = pareto_front(done)
@@ -114,8 +114,8 @@ def test_pareto_dry_run_and_front(data_root):
 
 
 def test_same_seed_same_trials(data_root):
-    a = run(cfg(data_root, storage="sqlite:///a.db", trials=2, epochs=1), device="cpu")
-    b = run(cfg(data_root, storage="sqlite:///b.db", trials=2, epochs=1), device="cpu")
+    a = run(cfg(data_root, storage="sqlite:///a.db", trials=2, epochs=1), engine=Engine("cpu"))
+    b = run(cfg(data_root, storage="sqlite:///b.db", trials=2, epochs=1), engine=Engine("cpu"))
     assert [t.params for t in a.trials] == [t.params for t in b.trials]
     assert [t.values for t in a.trials] == [t.values for t in b.trials]
 
@@ -158,7 +158,7 @@ def test_trials_carry_notes_and_artifacts(data_root):
     from optuna.artifacts import get_all_artifact_meta
     from optuna_dashboard import get_note
 
-    study = run(cfg(data_root, name="n", storage="sqlite:///n.db", trials=4), device="cpu")
+    study = run(cfg(data_root, name="n", storage="sqlite:///n.db", trials=4), engine=Engine("cpu"))
     assert "### Target" in get_note(study) and "Baselines" in get_note(study)
     storage = make_storage("sqlite:///n.db", heartbeat=None)
     for t in study.trials:

@@ -7,7 +7,7 @@ import pytest
 
 import baselines
 from search.data import load
-from search.train import train
+from search.train import Engine, train
 from space import build
 
 pytestmark = pytest.mark.slow
@@ -33,5 +33,5 @@ def test_mnist_shapes_and_split(mnist):
 
 def test_exp4_learns_mnist_in_two_epochs(mnist):
     arch = baselines.get("exp4").arch.with_recipe(epochs=2)
-    history = train(partial(build, arch), arch.recipe, mnist, eval_test=True, device="cpu", progress=False)
+    history = train(partial(build, arch), arch.recipe, mnist, eval_test=True, engine=Engine("cpu"), progress=False)
     assert history[-1]["val_acc"] > 98.0 and history[-1]["test_acc"] > 98.0

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from search.data import load
-from search.train import Diverged, augment, train
+from search.train import Diverged, Engine, augment, train
 from space import Arch, Conv, Pool, Recipe, build
 
 TINY = Arch(blocks=(Conv(8), Pool(), Conv(12), Pool(), Conv(12)), head="gap", bn=True,
@@ -12,7 +12,7 @@ TINY = Arch(blocks=(Conv(8), Pool(), Conv(12), Pool(), Conv(12)), head="gap", bn
 
 
 def fit(arch, data, **kw):
-    return train(partial(build, arch), arch.recipe, data, progress=False, device="cpu", **kw)
+    return train(partial(build, arch), arch.recipe, data, progress=False, engine=Engine("cpu"), **kw)
 
 
 def test_tiny_training_learns(data_root):
@@ -67,3 +67,24 @@ def test_augment_keeps_shape_and_moves_pixels():
     y = augment(x, rotate=15, translate=0.1, gen=gen)
     assert y.shape == x.shape and not torch.allclose(x, y)
     assert augment(x, 0, 0, gen) is x
+
+
+def test_engine_resolves_precision_and_compile():
+    device, bf16, compiled = Engine("cpu", "fp32", "auto").resolve(steps=10)
+    assert device.type == "cpu" and not bf16 and not compiled  # too short to repay compilation
+    assert Engine("cpu", "bf16", "off").resolve(10)[1:] == (True, False)
+    assert Engine("cpu", "fp32", "on").resolve(10)[2]
+    assert Engine("cpu", "bf16").pinned().precision == "bf16"
+    assert Engine("cpu", "auto").pinned().precision in ("bf16", "fp32")
+    with pytest.raises(ValueError, match="precision must be"):
+        Engine(precision="fp16")
+    with pytest.raises(ValueError, match="compile must be"):
+        Engine(compile="yes")
+
+
+def test_compiled_bf16_training_learns(data_root):
+    """The fast path real runs take: torch.compile + bf16 autocast, with an odd-sized last batch (eager)."""
+    data = load("mnist", data_root, val_size=200, subset=1000)
+    arch = TINY.with_recipe(epochs=2)
+    history = train(partial(build, arch), arch.recipe, data, progress=False, engine=Engine("cpu", "bf16", "on"))
+    assert history[-1]["val_acc"] > 40 and history[-1]["train_loss"] < history[0]["train_loss"]
