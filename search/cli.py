@@ -25,12 +25,17 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
 
 
-def add_engine_args(p: argparse.ArgumentParser) -> None:
+def add_engine_args(p: argparse.ArgumentParser, certify: bool) -> None:
+    """A search only ranks models on validation, so it trains the fast way (bf16 where native,
+    compiled). Verification and baselines certify test numbers: by default they train exactly
+    as the exported module's own train() does (fp32, eager), which reproduces stored runs seed
+    for seed; bf16 and compilation change the trajectory (README, Performance)."""
+    precision, compile_ = ("fp32", "off") if certify else ("auto", "auto")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="bf16 autocast for convolutions (default: where the hardware has native bf16)")
-    p.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
-                   help="torch.compile the model (default: for runs long enough to repay it)")
+    p.add_argument("--precision", default=precision, choices=("auto", "fp32", "bf16"),
+                   help=f"bf16 autocast for convolutions; auto: where the hardware has native bf16 (default: {precision})")
+    p.add_argument("--compile", default=compile_, choices=("auto", "on", "off"),
+                   help=f"torch.compile the model; auto: for runs long enough to repay it (default: {compile_})")
 
 
 def engine_of(args):
@@ -236,7 +241,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     b.add_argument("--markdown-only", action="store_true", help="only regenerate RESULTS.md from stored runs")
     add_data_args(b)
-    add_engine_args(b)
+    add_engine_args(b, certify=True)
     b.set_defaults(func=cmd_baseline)
 
     v = sub.add_parser("verify", help="retrain a module or baseline on all training images, test each epoch")
@@ -247,7 +252,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--json", default=None, help="write per-seed results and the verdict here")
     v.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes (cores split)")
     add_data_args(v)
-    add_engine_args(v)
+    add_engine_args(v, certify=True)
     v.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("search", help="run (or resume) a study: sample, count, prune, train")
@@ -270,7 +275,7 @@ def parser() -> argparse.ArgumentParser:
                    help="worker processes on this machine (default: one per core with a journal: or "
                         "postgresql:// storage, one with SQLite)")
     add_data_args(s)
-    add_engine_args(s)
+    add_engine_args(s, certify=False)
     s.set_defaults(func=cmd_search, dataset=None)
 
     st = sub.add_parser("status", help="trials by state, best so far, Pareto front, time spent")
