@@ -82,6 +82,7 @@ ENGINES = {
     "ours fp32+compile": Engine("cpu", "fp32", "on"),
     "ours bf16+compile": Engine("cpu", "bf16", "on"),
 }
+MEASURE = "import json, sys; from search.bench import measure; print(json.dumps(measure(*json.loads(sys.argv[1]))))"
 EPOCHS = 2  # throughput is the last epoch's; the first also pays start-up (oneDNN kernels, torch.compile)
 
 
@@ -110,11 +111,9 @@ def run_bench(arch: Arch, images: int, data_dir: str | None, threads: int, repea
     rows = []
     for _ in range(repeats):
         for name in ENGINES:
-            code = ("import json, sys; from search.bench import measure; "
-                    "print(json.dumps(measure(*json.loads(sys.argv[1]))))")
             args = json.dumps([name, arch.to_json(), images, data_dir, threads])
             with tempfile.TemporaryDirectory() as cache:  # a cold torch.compile cache: start-up as a fresh machine sees it
-                out = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, check=False,
+                out = subprocess.run([sys.executable, "-c", MEASURE, args], capture_output=True, text=True, check=False,
                                      env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache})
             if out.returncode != 0:
                 raise RuntimeError(f"bench subprocess failed: {out.stderr.strip().splitlines()[-1]}")
@@ -147,13 +146,12 @@ def run_workers_bench(arch: Arch, images: int, data_dir: str | None, cores: int,
                       repeats: int) -> list[dict]:
     """For each K: K simultaneous trainings, `cores // K` threads each, as `search --workers K` runs
     them; the row's throughput is the sum over the K processes. Cycled `repeats` times."""
-    code = "import json, sys; from search.bench import measure; print(json.dumps(measure(*json.loads(sys.argv[1]))))"
     rows = []
     for _ in range(repeats):
         for k in ks:
             threads = max(1, cores // k)
             args = json.dumps([DEFAULT_ENGINE, arch.to_json(), images, data_dir, threads])
-            procs = [subprocess.Popen([sys.executable, "-c", code, args], stdout=subprocess.PIPE,
+            procs = [subprocess.Popen([sys.executable, "-c", MEASURE, args], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True) for _ in range(k)]
             outs = [p.communicate() for p in procs]
             if any(p.returncode for p in procs):
