@@ -45,8 +45,21 @@ def engine_of(args):
 
 
 def add_study_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--study", required=True, help="study name")
+    p.add_argument("--study", default=None, help="study name")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///studies/NAME.db)")
+    p.add_argument("--config", dest="study_config", default=None,
+                   help="a study file: its name and storage, unless --study/--storage say otherwise")
+
+
+def resolve_study_args(args) -> None:
+    """Name and storage from --config, as `search` took them; flags win."""
+    if args.study_config:
+        from search.study import load_config
+
+        cfg = load_config(args.study_config)
+        args.study, args.storage = args.study or cfg.name, args.storage or cfg.storage_url
+    if not args.study:
+        raise UserError("which study? Give --study NAME or --config FILE.")
 
 
 # ----------------------------------------------------------------------------- baseline / verify
@@ -327,6 +340,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     set_threads(getattr(args, "threads", None))
     try:
+        if hasattr(args, "study_config"):
+            resolve_study_args(args)
         args.func(args)
     except (UserError, DataError, ValueError) as e:
         if os.environ.get("BUDGETNAS_DEBUG"):

@@ -43,6 +43,8 @@ CASES = [
     (["search", "--config", "typed.toml"], "budget must be int"),
     (["search", "--config", "missing.toml"], "no such config file"),
     (["status", "--study", "nothing"], "no study database"),
+    (["status"], "which study?"),
+    (["status", "--config", "missing.toml"], "no such config file"),
     (["export", "--study", "nothing"], "no study database"),
     (["verify", "missing.py"], "no such file"),
 ]

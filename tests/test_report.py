@@ -47,3 +47,9 @@ def test_pruner_replay(data_root, capsys):
     assert "100%" in none and "yes" in none  # no pruner: every epoch trained, best kept
     for name in ("median", "halving", "hyperband"):
         assert any(line.startswith(name) for line in out.splitlines())
+
+
+def test_status_finds_the_study_through_its_config(small_study, tmp_path, capsys):
+    (tmp_path / "j.toml").write_text('[study]\nname = "t"\nstorage = "sqlite:///studies/t.db"\n')
+    main(["status", "--config", "j.toml"])
+    assert "study t: 4 trials" in capsys.readouterr().out
