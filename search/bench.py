@@ -101,7 +101,7 @@ def measure(name: str, arch_json: str, images: int, data_dir: str | None, thread
         t0 = time.perf_counter()
         evaluate(build(arch), split, data.mean, data.std, torch.device("cpu"))
         eval_s = time.perf_counter() - t0
-    return {"engine": name, "train_img_s": len(split) / seconds[-1], "startup_s": seconds[0] - seconds[-1],
+    return {"engine": name, "train_img_s": len(split) / seconds[-1], "startup_s": max(0.0, seconds[0] - seconds[-1]),
             "eval_img_s": len(split) / eval_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "threads": threads, "eval_batch": 1000 if engine is None else EVAL_BATCH}
 
