@@ -3,7 +3,8 @@
 Speed on a 2-core CPU comes from keeping every split as one uint8 tensor on the device and
 doing normalisation and augmentation per batch with `affine_grid`/`grid_sample`, never per
 sample in Python; with CUDA the data lives on the GPU and nothing returns to the host per
-batch (losses and hits are summed on the device, read once per epoch).
+batch (losses and hits are summed on the device, read once per epoch). On top of that an
+`Engine` may add bf16 autocast and torch.compile (`budgetnas bench` measures each).
 """
 
 from __future__ import annotations
