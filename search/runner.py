@@ -98,6 +98,7 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
     if workers < 1:
         raise ValueError(f"workers must be >= 1, but got {workers}.")
     if workers == 1:
+        signal.signal(signal.SIGTERM, _stop)  # `kill` ends the running trial as FAIL, as Ctrl-C does
         return run(cfg, engine)
     if cfg.dry_run or cfg.storage_url.startswith("sqlite"):
         raise ValueError("--workers > 1 needs a storage that several processes can share safely: "
