@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from search.data import Split, load
-from search.train import EVAL_BATCH, Engine, augment, evaluate, make_optimizer, to_unit, train
+from search.train import EVAL_BATCH, Engine, augment, evaluate, make_optimizer, threads_each, to_unit, train
 from space import Arch, build
 
 
@@ -74,7 +74,8 @@ def reference_eval(arch: Arch, split: Split, mean: float, std: float) -> float:
     return time.perf_counter() - t0
 
 
-# Our engine's settings, measured one by one against the reference; the last one is the default on this CPU.
+# Our engine's settings, measured one by one against the reference; the last is what `search` uses on this CPU.
+SEARCH_ENGINE = "ours bf16+compile"
 ENGINES = {
     "reference": None,
     "ours fp32": Engine("cpu", "fp32", "off"),
@@ -106,18 +107,29 @@ def measure(name: str, arch_json: str, images: int, data_dir: str | None, thread
             "threads": threads, "eval_batch": 1000 if engine is None else EVAL_BATCH}
 
 
+def spawn(name: str, arch: Arch, images: int, data_dir: str | None, threads: int, cache: str) -> subprocess.Popen:
+    """One measurement in a fresh process; `cache` is its torch.compile cache (empty: cold start-up)."""
+    args = json.dumps([name, arch.to_json(), images, data_dir, threads])
+    return subprocess.Popen([sys.executable, "-c", MEASURE, args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache})
+
+
+def collect(procs: list[subprocess.Popen]) -> list[dict]:
+    """Wait for measurements running side by side; the first failure's last stderr line is the error."""
+    outs = [p.communicate() for p in procs]
+    failed = [err for p, (_, err) in zip(procs, outs, strict=True) if p.returncode]
+    if failed:
+        raise RuntimeError(f"bench subprocess failed: {failed[0].strip().splitlines()[-1]}")
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+
+
 def run_bench(arch: Arch, images: int, data_dir: str | None, threads: int, repeats: int) -> list[dict]:
-    """Cycle through the engines `repeats` times (so drift hits all alike); each in a subprocess."""
+    """Cycle through the engines `repeats` times (so drift hits all alike), one process at a time."""
     rows = []
     for _ in range(repeats):
         for name in ENGINES:
-            args = json.dumps([name, arch.to_json(), images, data_dir, threads])
-            with tempfile.TemporaryDirectory() as cache:  # a cold torch.compile cache: start-up as a fresh machine sees it
-                out = subprocess.run([sys.executable, "-c", MEASURE, args], capture_output=True, text=True, check=False,
-                                     env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache})
-            if out.returncode != 0:
-                raise RuntimeError(f"bench subprocess failed: {out.stderr.strip().splitlines()[-1]}")
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            with tempfile.TemporaryDirectory() as cache:
+                rows += collect([spawn(name, arch, images, data_dir, threads, cache)])
     return rows
 
 
@@ -125,21 +137,21 @@ def table(rows: list[dict]) -> str:
     """Medians per engine; speedups are per repeat (each engine vs that repeat's reference), then the median."""
     keys = ("train_img_s", "startup_s", "eval_img_s", "peak_rss_mb")
     lines = [f"{'engine':<18} {'train img/s':>12} {'speedup':>8} {'start-up s':>11} {'eval img/s':>11} {'peak RSS MB':>12}"]
-    ref = [r for r in rows if r["engine"] == "reference"]
-    for name in ENGINES:
-        rs = [r for r in rows if r["engine"] == name]
+    by = {name: [r for r in rows if r["engine"] == name] for name in ENGINES}
+    ratios = {name: [o["train_img_s"] / r["train_img_s"] for r, o in zip(by["reference"], rs, strict=True)]
+              for name, rs in by.items()}
+    for name, rs in by.items():
         med = {k: statistics.median(r[k] for r in rs) for k in keys}
-        ratios = [o["train_img_s"] / r["train_img_s"] for r, o in zip(ref, rs, strict=True)]
-        lines.append(f"{name:<18} {med['train_img_s']:>12.0f} {statistics.median(ratios):>8.2f} "
+        lines.append(f"{name:<18} {med['train_img_s']:>12.0f} {statistics.median(ratios[name]):>8.2f} "
                      f"{med['startup_s']:>11.1f} {med['eval_img_s']:>11.0f} {med['peak_rss_mb']:>12.0f}")
-    lines.append(f"per-repeat training speedups of {name}: {', '.join(f'{x:.2f}' for x in ratios)} "
-                 f"(median of {len(ratios)})")
-    lines.append(f"speedup={statistics.median(ratios):.2f}")
+    search = ratios[SEARCH_ENGINE]
+    lines.append(f"per-repeat training speedups of {SEARCH_ENGINE}: {', '.join(f'{x:.2f}' for x in search)} "
+                 f"(median of {len(search)})")
+    lines.append(f"speedup={statistics.median(search):.2f}")
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- workers on one machine
-DEFAULT_ENGINE = "ours bf16+compile"
 
 
 def run_workers_bench(arch: Arch, images: int, data_dir: str | None, cores: int, ks: list[int],
@@ -149,14 +161,10 @@ def run_workers_bench(arch: Arch, images: int, data_dir: str | None, cores: int,
     rows = []
     for _ in range(repeats):
         for k in ks:
-            threads = max(1, cores // k)
-            args = json.dumps([DEFAULT_ENGINE, arch.to_json(), images, data_dir, threads])
-            procs = [subprocess.Popen([sys.executable, "-c", MEASURE, args], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True) for _ in range(k)]
-            outs = [p.communicate() for p in procs]
-            if any(p.returncode for p in procs):
-                raise RuntimeError(f"bench subprocess failed: {next(e for _, e in outs if e).strip().splitlines()[-1]}")
-            each = [json.loads(o.strip().splitlines()[-1])["train_img_s"] for o, _ in outs]
+            threads = threads_each(k, cores)
+            with tempfile.TemporaryDirectory() as cache:  # shared by the K workers, as on one machine
+                each = [r["train_img_s"] for r in collect([spawn(SEARCH_ENGINE, arch, images, data_dir, threads, cache)
+                                                           for _ in range(k)])]
             rows.append({"workers": k, "threads": threads, "train_img_s": sum(each), "per_worker": each})
     return rows
 

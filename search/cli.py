@@ -225,13 +225,13 @@ def cmd_bench(args) -> None:
     from pathlib import Path
 
     import baselines
-    from search.bench import DEFAULT_ENGINE, run_bench, run_workers_bench, table, workers_table
+    from search.bench import SEARCH_ENGINE, run_bench, run_workers_bench, table, workers_table
     from search.results import provenance, write_json
 
     arch, cores = baselines.get(args.arch).arch, args.threads or os.cpu_count() or 1
     if args.workers:
         print(f"bench: {args.arch}, {args.images} training images per worker, {cores} cores shared by "
-              f"{' or '.join(map(str, args.workers))} workers ({DEFAULT_ENGINE}), {args.repeats} repeats")
+              f"{' or '.join(map(str, args.workers))} workers ({SEARCH_ENGINE}), {args.repeats} repeats")
         rows = run_workers_bench(arch, args.images, args.data_dir, cores, args.workers, args.repeats)
         print(workers_table(rows))
     else:

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from search import data as D
 from search.objective import make_objective
 from search.study import StudyConfig, open_study
-from search.train import Engine
+from search.train import Engine, threads_each
 
 STUDIES = Path("studies")
 
@@ -67,10 +67,11 @@ def fail_orphans(study: optuna.Study) -> None:
         if worker_host != host or not pid.isdigit() or alive(int(pid)):
             continue
         study.tell(t.number, state=TrialState.FAIL)
-        if "retry_of" not in t.user_attrs:
+        retry = "retry_of" not in t.user_attrs  # a retry that dies too is not retried again
+        if retry:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
         print(f"trial {t.number:3d} FAIL     its worker ({t.user_attrs['worker']}) is gone"
-              f"{'; enqueued again' if 'retry_of' not in t.user_attrs else ''}", flush=True)
+              f"{'; enqueued again' if retry else ''}", flush=True)
 
 
 def alive(pid: int) -> bool:
@@ -105,7 +106,7 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
                          "--storage journal:studies/NAME.journal (one machine) or a postgresql:// URL.")
     D.load(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, subset=cfg.subset)  # fail here, not in K workers
     open_study(cfg)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_each(workers)
     ctx = multiprocessing.get_context("spawn")
     procs = []
     for w in range(workers):

@@ -151,11 +151,12 @@ def storage_file(url: str) -> Path | None:
     raise StudyError(f"storage must be sqlite:///FILE, postgresql://..., mysql://... or journal:FILE, but got {url!r}.")
 
 
-def check_storage_url(url: str) -> None:
-    """Syntax and folder checks only: nothing is opened or created."""
+def check_storage_url(url: str) -> Path | None:
+    """Syntax and folder checks only: nothing is opened or created. Returns `storage_file(url)`."""
     path = storage_file(url)
     if path is not None and not path.parent.exists() and path.parent != Path("studies"):
         raise StudyError(f"storage {url!r}: folder {path.parent} does not exist.")
+    return path
 
 
 @functools.cache
@@ -177,8 +178,7 @@ def fast_sqlite() -> None:
 
 def make_storage(url: str, heartbeat: int | None = 30) -> optuna.storages.BaseStorage:
     """sqlite:///file, postgresql://..., mysql://... (with heartbeats) or journal:FILE."""
-    check_storage_url(url)
-    path = storage_file(url)
+    path = check_storage_url(url)
     if path is not None and path.parent == Path("studies"):
         path.parent.mkdir(exist_ok=True)
     if url.startswith("journal:"):

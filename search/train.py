@@ -10,6 +10,7 @@ batch (losses and hits are summed on the device, read once per epoch). On top of
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -37,6 +38,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here.")
     return torch.device(name)
+
+
+def threads_each(processes: int, cores: int | None = None) -> int:
+    """Torch threads for each of `processes` processes sharing `cores` (default: this machine's)."""
+    return max(1, (cores or os.cpu_count() or 1) // processes)
 
 
 def native_bf16(device: torch.device) -> bool:

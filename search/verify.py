@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing
-import os
 import statistics
 import sys
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import torch
 
 import baselines
 from search.data import Data, load
-from search.train import Engine, train
+from search.train import Engine, threads_each, train
 from space import Recipe, build, count_params
 
 LAST = 3  # epochs at the end that must all clear the target
@@ -128,6 +127,6 @@ def run_seeds(cand: Candidate, data: Data, seeds, epochs: int | None, engine: En
         raise ValueError(f"jobs must be >= 1, but got {jobs}.")
     if jobs == 1:
         return [summarise_run(cand, data, seed, epochs, engine) for seed in seeds]
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads_each(jobs)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_one_seed, *zip(*[(source, seed, epochs, engine, threads) for seed in seeds], strict=True)))

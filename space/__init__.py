@@ -4,16 +4,5 @@ from space.arch import Arch, Block, Conv, Pool, Recipe, feature_shape
 from space.build import build, count_params
 from space.sample import SpaceConfig, params_of, sample_arch
 
-__all__ = [
-           "Arch",
-           "Block",
-           "Conv",
-           "Pool",
-           "Recipe",
-           "SpaceConfig",
-           "build",
-           "count_params",
-           "feature_shape",
-           "params_of",
-           "sample_arch",
-]
+__all__ = ["Arch", "Block", "Conv", "Pool", "Recipe", "SpaceConfig", "build", "count_params", "feature_shape",
+           "params_of", "sample_arch"]
