@@ -182,7 +182,11 @@ def cmd_report(args) -> None:
     from search.report import write_report
 
     out = Path(args.output or f"studies/{args.study}/REPORT.md")
-    verify = Path(args.verify) if args.verify else out.parent / "verify.json"
+    # by default verify.json (the exported best) first, then the other candidates' verify-*.json
+    verify = [Path(v) for v in args.verify] or sorted(out.parent.glob("verify*.json"),
+                                                       key=lambda p: (p.stem != "verify", p.name))
+    if missing := [str(p) for p in verify if not p.is_file()]:
+        raise UserError(f"no verify results at {', '.join(missing)}: run `budgetnas verify ... --json` first.")
     print(f"wrote {write_report(load_existing_study(args.study, args.storage), out, verify)}")
 
 
@@ -305,7 +309,8 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="write the study's lab notebook (Markdown + figures)")
     add_study_args(r)
-    r.add_argument("--verify", default=None, help="verify results JSON (default: next to the report)")
+    r.add_argument("--verify", action="append", default=[],
+                   help="verify results JSON, repeatable (default: every verify*.json next to the report)")
     r.add_argument("-o", "--output", default=None, help="default studies/NAME/REPORT.md")
     r.set_defaults(func=cmd_report)
 

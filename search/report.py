@@ -118,7 +118,7 @@ def search_section(study: optuna.Study) -> list[str]:
     return lines
 
 
-def verify_section(verify: dict, exp4_runs: list[dict]) -> list[str]:
+def verify_section(verify: dict, exp4_runs: list[dict], figure: str) -> list[str]:
     v = verify["verdict"]
     runs = verify["runs"]
     params = runs[0]["params"]
@@ -137,7 +137,7 @@ def verify_section(verify: dict, exp4_runs: list[dict]) -> list[str]:
               f"{', '.join(f'{a:.2f}' for a in r['last3_test'])} | {r['min_last3']:.2f}% | {r['sec_per_epoch']:.1f} |"
               for r in runs]
     lines += ["", (f"Verdict: **{'PASS' if v['passed'] else 'FAIL'}**, min last-3 {v['min_last3']:.2f}%, "
-              f"mean last-3 {v['mean_last3']:.2f}%."), "", "![test accuracy per epoch](verify.png)", ""]
+              f"mean last-3 {v['mean_last3']:.2f}%."), "", f"![test accuracy per epoch]({figure})", ""]
     analysis = f"{params:,} parameters, min last-3 test accuracy {v['min_last3']:.2f}% over {len(runs)} seeds."
     same = {r["seed"]: r["summary"]["last3_test"] for r in exp4_runs} == {r["seed"]: r["last3_test"] for r in runs}
     if exp4_runs and same:
@@ -152,7 +152,8 @@ def verify_section(verify: dict, exp4_runs: list[dict]) -> list[str]:
     return lines + ["**Analysis.** " + analysis, ""]
 
 
-def write_report(study: optuna.Study, out: Path, verify_json: Path | None = None) -> Path:
+def write_report(study: optuna.Study, out: Path, verify_jsons: list[Path] = ()) -> Path:
+    """`verify_jsons`: one Verification section (and figure, named after the JSON) each."""
     from search.results import baseline_runs
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -163,11 +164,12 @@ def write_report(study: optuna.Study, out: Path, verify_json: Path | None = None
     if completed(study):
         plot_front(study, out.parent / "front.png")
     lines += search_section(study)
-    if verify_json is not None and verify_json.exists():
-        verify = json.loads(verify_json.read_text())
-        plot_verify(verify, out.parent / "verify.png")
-        lines += verify_section(verify, baseline_runs().get("exp4", []))
-    else:
+    for path in verify_jsons:
+        verify = json.loads(path.read_text())
+        figure = path.with_suffix(".png").name
+        plot_verify(verify, out.parent / figure)
+        lines += verify_section(verify, baseline_runs().get("exp4", []), figure)
+    if not verify_jsons:
         lines += ["## Verification", "", "Not verified yet: run `budgetnas verify ... --json` first.", ""]
     out.write_text("\n".join(lines).replace("\n\n\n", "\n\n"))
     return out
