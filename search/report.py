@@ -148,7 +148,7 @@ def verify_section(verify: dict, exp4_runs: list[dict], figure: str) -> list[str
         emin = min(r["summary"]["min_last3"] for r in exp4_runs)
         analysis += (f" The handwritten exp4 has {e:,} parameters and min last-3 {emin:.2f}% over "
                      f"{len(exp4_runs)} seeds: the searched model uses {1 - params / e:.0%} fewer parameters "
-                     f"({e - params:+,} saved) at {v['min_last3'] - emin:+.2f} points of min last-3 accuracy.")
+                     f"({e - params:,} saved) at {v['min_last3'] - emin:+.2f} points of min last-3 accuracy.")
     return lines + ["**Analysis.** " + analysis, ""]
 
 
