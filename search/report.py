@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -152,7 +153,7 @@ def verify_section(verify: dict, exp4_runs: list[dict], figure: str) -> list[str
     return lines + ["**Analysis.** " + analysis, ""]
 
 
-def write_report(study: optuna.Study, out: Path, verify_jsons: list[Path] = ()) -> Path:
+def write_report(study: optuna.Study, out: Path, verify_jsons: Sequence[Path] = ()) -> Path:
     """`verify_jsons`: one Verification section (and figure, named after the JSON) each."""
     from search.results import baseline_runs
 

@@ -33,16 +33,16 @@ def test_export_verify_report_on_a_small_study(small_study, data_root, tmp_path,
 
 def test_report_has_a_section_per_verified_candidate(small_study, data_root, tmp_path, capsys):
     main(["export", "--study", "t", "-o", "studies/t/best.py"])
-    main(["export", "--study", "t", "--trial", str(best_trial(small_study).number), "-o", "studies/t/trial1.py"])
-    for module, json in (("best", "verify"), ("trial1", "verify-trial1")):
+    main(["export", "--study", "t", "--trial", str(best_trial(small_study).number), "-o", "studies/t/other.py"])
+    for module, json in (("best", "verify"), ("other", "verify-other")):
         with pytest.raises(SystemExit):
             main(["verify", f"studies/t/{module}.py", "--seeds", "1", "--epochs", "1", "--data-dir", str(data_root),
                   "--json", f"studies/t/{json}.json"])
     main(["report", "--study", "t"])
     report = (tmp_path / "studies/t/REPORT.md").read_text()
-    assert report.index("## Verification: studies/t/best.py") < report.index("## Verification: studies/t/trial1.py")
-    assert "(verify.png)" in report and "(verify-trial1.png)" in report
-    assert (tmp_path / "studies/t/verify-trial1.png").stat().st_size > 1000
+    assert report.index("## Verification: studies/t/best.py") < report.index("## Verification: studies/t/other.py")
+    assert "(verify.png)" in report and "(verify-other.png)" in report
+    assert (tmp_path / "studies/t/verify-other.png").stat().st_size > 1000
     with pytest.raises(SystemExit) as e:
         main(["report", "--study", "t", "--verify", "studies/t/nope.json"])
     assert e.value.code != 0 and "no verify results at studies/t/nope.json" in capsys.readouterr().err
