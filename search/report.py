@@ -165,11 +165,12 @@ def write_report(study: optuna.Study, out: Path, verify_jsons: Sequence[Path] = 
     if completed(study):
         plot_front(study, out.parent / "front.png")
     lines += search_section(study)
+    exp4_runs = baseline_runs().get("exp4", [])
     for path in verify_jsons:
         verify = json.loads(path.read_text())
         figure = path.with_suffix(".png").name
         plot_verify(verify, out.parent / figure)
-        lines += verify_section(verify, baseline_runs().get("exp4", []), figure)
+        lines += verify_section(verify, exp4_runs, figure)
     if not verify_jsons:
         lines += ["## Verification", "", "Not verified yet: run `budgetnas verify ... --json` first.", ""]
     out.write_text("\n".join(lines).replace("\n\n\n", "\n\n"))
