@@ -304,7 +304,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--trial", type=int, default=None, help="trial number (default: best by validation accuracy)")
     e.add_argument("--params-max", type=int, default=None, help="best trial at or under this many params")
     e.add_argument("--epochs", type=int, default=None, help="training epochs in the module (default: the study's)")
-    e.add_argument("-o", "--output", default="best_model.py")
+    e.add_argument("-o", "--output", default="best_model.py",
+                   help="FILE.py: a standalone module; FILE.json: the Arch, for a study's warm_from")
     e.set_defaults(func=cmd_export)
 
     r = sub.add_parser("report", help="write the study's lab notebook (Markdown + figures)")

@@ -24,7 +24,8 @@ def choose_trial(study: optuna.Study, number: int | None = None, params_max: int
 
 def export(study: optuna.Study, out: Path, number: int | None = None, params_max: int | None = None,
            epochs: int | None = None) -> Path:
-    """Write the chosen trial as a module; `epochs` replaces the study's (often lower) fidelity."""
+    """Write the chosen trial as a module, or as its Arch JSON when `out` ends in .json (to warm-start
+    another study); `epochs` replaces the study's (often lower) fidelity."""
     trial = choose_trial(study, number, params_max)
     arch = Arch.from_dict(trial.user_attrs["arch"])
     if epochs is not None:
@@ -39,5 +40,5 @@ def export(study: optuna.Study, out: Path, number: int | None = None, params_max
         "Exported": f"{date.today().isoformat()} by `budgetnas export`",
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(arch, provenance))
+    out.write_text(arch.to_json() + "\n" if out.suffix == ".json" else render(arch, provenance))
     return out

@@ -24,7 +24,7 @@ except ModuleNotFoundError:  # Python 3.10
 import baselines
 from search.annotate import study_note
 from space import Arch, Conv, Pool, SpaceConfig, count_params, params_of
-from space.sample import fits
+from space.sample import fits, params_in
 
 OBJECTIVES = ("accuracy", "pareto")
 PRUNERS = ("median", "halving", "hyperband", "none")
@@ -51,6 +51,7 @@ class StudyConfig:
     subset: int | None = None  # train on the first N training images (smoke runs)
     storage: str | None = None  # Optuna storage URL; default sqlite:///studies/NAME.db
     warm_start: bool = True  # enqueue the four baselines first
+    warm_from: tuple[str, ...] = ()  # then these Arch JSON files (an earlier study's best), moved into the space
     dry_run: bool = False  # sample and count only, no training
     heartbeat: int = 30  # seconds between a worker's heartbeats (RDB storages); dead after 4 missed
     space: SpaceConfig = field(default_factory=SpaceConfig)
@@ -112,9 +113,28 @@ def _check_types(path, d: dict) -> None:
     types = {"int": int, "float": (int, float), "str": str, "bool": bool}
     for k, v in d.items():
         want = defaults[k].type.split(" | ")[0]
+        if want == "tuple[str, ...]":
+            if not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+                raise StudyError(f"{path}: [study] {k} must be a list of file names, but got {v!r}.")
+            d[k] = tuple(v)
+            continue
         ok = isinstance(v, types[want]) and not (want != "bool" and isinstance(v, bool))
         if not ok:
             raise StudyError(f"{path}: [study] {k} must be {want}, but got {v!r}.")
+
+
+def warm_params(cfg: StudyConfig) -> dict[str, dict]:
+    """Trial params of each `warm_from` file, moved into the study's space."""
+    out = {}
+    for path in cfg.warm_from:
+        try:
+            arch = Arch.from_json(Path(path).read_text())
+            out[path] = params_in(cfg.space, arch.with_recipe(epochs=cfg.epochs))
+        except OSError as e:
+            raise StudyError(f"warm_from {path}: cannot read it ({e.strerror}).") from None
+        except (ValueError, TypeError, KeyError) as e:
+            raise StudyError(f"warm_from {path}: not an architecture this space can start from ({e}).") from None
+    return out
 
 
 def min_params(space: SpaceConfig) -> int:
@@ -236,6 +256,7 @@ def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
     if old is None:
         if study.trials:
             raise StudyError(f"study {cfg.name!r} exists in {cfg.storage_url} but was not made by budgetnas.")
+        warm = warm_params(cfg) if cfg.warm_start else {}  # a bad file stops us before the study is stamped
         study.set_user_attr(FINGERPRINT, fp)
         study.set_user_attr("config", json.loads(json.dumps(cfg.to_dict())))
         if not cfg.dry_run:
@@ -247,6 +268,8 @@ def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
             for b in baselines.all_baselines():
                 if fits(cfg.space, b.arch):
                     study.enqueue_trial(params_of(b.arch), user_attrs={"baseline": b.name}, skip_if_exists=True)
+        for path, params in warm.items():
+            study.enqueue_trial(params, user_attrs={"warm_from": path}, skip_if_exists=True)
     elif old != fp:
         changed = sorted(k for k in fp if fp[k] != old.get(k))
         detail = "; ".join(f"{k}: was {old.get(k)!r}, now {fp[k]!r}" for k in changed if k != "space")

@@ -156,13 +156,55 @@ def params_of(arch: Arch) -> dict:
     return p
 
 
+def params_in(space: SpaceConfig, arch: Arch) -> dict:
+    """`params_of(arch)` moved into the space: a number outside its range is clamped (and
+    snapped to the step), a choice the space does not offer is replaced when the space fixes
+    that knob. So an earlier study's best can warm-start a narrower one. ValueError if the
+    shape cannot be expressed, or a knob with several choices lacks the arch's value."""
+    params = params_of(arch)
+    for name, v in params.items():  # choices first: FixedTrial refuses a choice the space does not offer
+        knob = "transition" if name.endswith("_transition") else name
+        choices = getattr(space, knob, None)
+        if knob not in RANGES and isinstance(choices, tuple) and v not in choices:
+            if len(choices) > 1:
+                raise ValueError(f"{name}={v!r} is not among the space's choices {list(choices)}.")
+            params[name] = choices[0]
+    for name, d in _sampled(space, params, arch.recipe.epochs).distributions.items():
+        v = params[name]
+        if not _contains(d, v):  # a number: clamp into the range, snap to the step
+            v = min(max(v, d.low), d.high)
+            params[name] = type(v)(d.low + round((v - d.low) / d.step) * d.step) if d.step else v
+    try:
+        _sampled(space, params, arch.recipe.epochs)
+    except ValueError:  # a stage's conv count moved: the widths of its new convs are missing
+        raise ValueError("it cannot be moved into the space without changing its shape.") from None
+    return params
+
+
 def fits(space: SpaceConfig, arch: Arch) -> bool:
     """Whether the space can sample `arch` exactly (every param inside its range or choices)."""
     try:
-        trial = optuna.trial.FixedTrial(params_of(arch))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # FixedTrial warns on out-of-range values; we check them below
-            sample_arch(trial, space, arch.recipe.epochs)
-        return all(d._contains(d.to_internal_repr(trial.params[n])) for n, d in trial.distributions.items())
+        return _inside(space, params_of(arch), arch.recipe.epochs)
     except ValueError:  # not expressible, or a choice the space does not offer
+        return False
+
+
+def _sampled(space: SpaceConfig, params: dict, epochs: int) -> optuna.trial.FixedTrial:
+    """The space sampled at `params`; ValueError if one it asks for is missing."""
+    trial = optuna.trial.FixedTrial(params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FixedTrial warns on out-of-range values; callers check them
+        sample_arch(trial, space, epochs)
+    return trial
+
+
+def _inside(space: SpaceConfig, params: dict, epochs: int) -> bool:
+    trial = _sampled(space, params, epochs)
+    return all(_contains(d, trial.params[n]) for n, d in trial.distributions.items())
+
+
+def _contains(d: optuna.distributions.BaseDistribution, value) -> bool:
+    try:
+        return d._contains(d.to_internal_repr(value))
+    except ValueError:  # a categorical value that is not among the choices
         return False

@@ -4,6 +4,7 @@ from search.cli import main
 from search.runner import run
 from search.status import best_trial
 from search.train import Engine
+from space import Arch
 from tests.test_search import cfg
 
 
@@ -54,6 +55,8 @@ def test_export_by_params_max_and_trial(small_study, tmp_path):
     assert f"PARAMS = {smallest.user_attrs['params']}" in (tmp_path / "a.py").read_text()
     main(["export", "--study", "t", "--trial", str(smallest.number), "-o", "b.py"])
     assert (tmp_path / "a.py").read_text() == (tmp_path / "b.py").read_text()
+    main(["export", "--study", "t", "--trial", str(smallest.number), "-o", "c.json"])  # for a study's warm_from
+    assert Arch.from_json((tmp_path / "c.json").read_text()) == Arch.from_dict(smallest.user_attrs["arch"])
 
 
 def test_pruner_replay(data_root, capsys):

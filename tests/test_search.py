@@ -2,12 +2,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import baselines
 from search.objective import make_objective
 from search.runner import run
 from search.status import best_trial, pareto_front, summary
 from search.study import StudyConfig, StudyError, load_config, make_pruner, make_storage, min_params, open_study
 from search.train import Diverged, Engine
-from space import SpaceConfig
+from space import SpaceConfig, params_of
 
 # A small space so that tiny trials train in about a second on synthetic data.
 SMALL = SpaceConfig(stages=(2, 2), convs=(1, 2), channels=(8, 12), optimizer=("adam",), lr=(0.01, 0.02),
@@ -103,6 +104,31 @@ def test_warm_start_enqueues_the_baselines(data_root):
     study = open_study(cfg(data_root, warm_start=True, space=SpaceConfig(), budget=8000))
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert [t.user_attrs["baseline"] for t in waiting] == ["exp1", "exp2", "exp3", "exp4"]
+
+
+def test_warm_from_enqueues_arch_files_after_the_baselines(data_root, tmp_path):
+    bad, good = tmp_path / "bad.json", tmp_path / "exp3.json"
+    bad.write_text("{not json")
+    good.write_text(baselines.get("exp3").arch.to_json())
+    with pytest.raises(StudyError, match="warm_from .*bad.json: not an architecture"):
+        open_study(cfg(data_root, warm_start=True, warm_from=(str(bad),), space=SpaceConfig(), budget=8000))
+    # the failed attempt stamped nothing: the same study opens once the file list is fixed
+    no_dropout = SpaceConfig(dropout=(0.0, 0.0))  # exp3 (dropout 0.05) is not in it; moved, it is
+    study = open_study(cfg(data_root, warm_start=True, warm_from=(str(good),), space=no_dropout, budget=8000))
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert "exp3" not in [t.user_attrs.get("baseline") for t in waiting]
+    assert waiting[-1].user_attrs == {"warm_from": str(good)}
+    assert waiting[-1].system_attrs["fixed_params"] == {**params_of(baselines.get("exp3").arch), "dropout": 0.0}
+
+
+def test_warm_from_in_a_study_file(tmp_path):
+    (tmp_path / "s.toml").write_text('[study]\nwarm_from = ["a.json", "b.json"]\n')
+    assert load_config(tmp_path / "s.toml").warm_from == ("a.json", "b.json")
+    (tmp_path / "s.toml").write_text('[study]\nwarm_from = "a.json"\n')
+    with pytest.raises(StudyError, match="warm_from must be a list of file names"):
+        load_config(tmp_path / "s.toml")
+    with pytest.raises(StudyError, match="warm_from nope.json: cannot read it"):
+        open_study(StudyConfig(warm_from=("nope.json",), storage="sqlite:///x.db"))
 
 
 def test_pareto_dry_run_and_front(data_root):

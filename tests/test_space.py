@@ -4,6 +4,7 @@ import torch
 
 import baselines
 from space import Arch, Conv, Pool, SpaceConfig, build, count_params, params_of, sample_arch
+from space.sample import fits, params_in
 
 
 def random_archs(n: int, seed: int = 0):
@@ -47,6 +48,22 @@ def test_baselines_enqueue_as_themselves():
         study.enqueue_trial(params_of(b.arch))
     for b in baselines.all_baselines():
         assert sample_arch(study.ask()) == b.arch
+
+
+def test_params_in_moves_an_arch_into_a_narrower_space():
+    exp3 = baselines.get("exp3").arch  # widths 10/16, dropout 0.05, lr 0.02, constant schedule
+    narrow = SpaceConfig(stages=(2, 2), convs=(3, 4), channels=(12, 16), channel_step=4, dropout=(0.0, 0.0),
+                         lr=(0.05, 0.3), schedule=("onecycle",), bn=(True,), head=("gap",), optimizer=("sgd",))
+    assert not fits(narrow, exp3)
+    moved = sample_arch(optuna.trial.FixedTrial(params_in(narrow, exp3)), narrow, exp3.recipe.epochs)
+    assert fits(narrow, moved)
+    assert [b.out for b in moved.blocks if isinstance(b, Conv)] == [12, 12, 16, 12, 12, 16, 16]  # 10 -> 12
+    assert (moved.dropout, moved.recipe.lr, moved.recipe.schedule) == (0.0, 0.05, "onecycle")
+    assert moved.recipe.rotate == exp3.recipe.rotate  # inside the space already: kept
+    with pytest.raises(ValueError, match="optimizer='sgd' is not among"):
+        params_in(SpaceConfig(optimizer=("adam", "adamw")), exp3)
+    with pytest.raises(ValueError, match="without changing its shape"):
+        params_in(SpaceConfig(convs=(4, 4)), exp3)
 
 
 def test_baseline_targets():
