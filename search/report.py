@@ -28,6 +28,11 @@ def save(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
     plt.close(fig)
 
 
+def warm_origin(t) -> str:
+    """The baseline or warm_from file a trial was enqueued from; '' for a sampled one."""
+    return t.user_attrs.get("baseline") or Path(t.user_attrs.get("warm_from", "")).stem
+
+
 def plot_front(study: optuna.Study, path: Path) -> None:
     done = completed(study)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -36,9 +41,9 @@ def plot_front(study: optuna.Study, path: Path) -> None:
     ax.step([t.user_attrs["params"] for t in front], [val_acc(t) for t in front], where="post", c="C0",
             marker="o", label="Pareto front")
     for t in done:
-        if "baseline" in t.user_attrs:
+        if warm_origin(t):
             ax.scatter(t.user_attrs["params"], val_acc(t), marker="*", s=160, c="C3", zorder=3)
-            ax.annotate(t.user_attrs["baseline"], (t.user_attrs["params"], val_acc(t)), xytext=(5, -10),
+            ax.annotate(warm_origin(t), (t.user_attrs["params"], val_acc(t)), xytext=(5, -10),
                         textcoords="offset points", color="C3")
     budget = study.user_attrs.get("budgetnas", {}).get("budget")
     if budget:
@@ -93,9 +98,9 @@ def search_section(study: optuna.Study) -> list[str]:
                   f"Trials that trained at all: {len(trained)}; mean {statistics.mean(t.user_attrs['seconds'] for t in trained):.0f} s each."), ""]
     if not done:
         return lines + ["No completed trial yet.", ""]
-    lines += ["Pareto front (validation accuracy vs parameters):", "", "| trial | params | val acc | baseline |",
+    lines += ["Pareto front (validation accuracy vs parameters):", "", "| trial | params | val acc | warm start |",
               "|---:|---:|---:|---|"]
-    lines += [f"| {t.number} | {t.user_attrs['params']:,} | {val_acc(t):.2f}% | {t.user_attrs.get('baseline', '')} |"
+    lines += [f"| {t.number} | {t.user_attrs['params']:,} | {val_acc(t):.2f}% | {warm_origin(t)} |"
               for t in pareto_front(done)]
     b = best_trial(study)
     exp4 = [t for t in done if t.user_attrs.get("baseline") == "exp4"]
@@ -115,6 +120,9 @@ def search_section(study: optuna.Study) -> list[str]:
         analysis += (f" The hand-written exp4, trained here under the same fidelity, has {e.user_attrs['params']:,} "
                      f"parameters and {val_acc(e):.2f}%: the search's best is {val_acc(b) - val_acc(e):+.2f} points "
                      f"with {saved:.0%} fewer parameters.")
+    for t in (t for t in done if "warm_from" in t.user_attrs):
+        analysis += (f" Trial {t.number}, warm-started from {t.user_attrs['warm_from']}, has "
+                     f"{t.user_attrs['params']:,} parameters and {val_acc(t):.2f}%.")
     lines += ["", "![validation accuracy vs parameters](front.png)", "", "**Analysis.** " + analysis, ""]
     return lines
 

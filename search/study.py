@@ -133,7 +133,7 @@ def warm_params(cfg: StudyConfig) -> dict[str, dict]:
         except OSError as e:
             raise StudyError(f"warm_from {path}: cannot read it ({e.strerror}).") from None
         except (ValueError, TypeError, KeyError) as e:
-            raise StudyError(f"warm_from {path}: not an architecture this space can start from ({e}).") from None
+            raise StudyError(f"warm_from {path}: not an architecture this space can start from ({str(e).rstrip('.')}).") from None
     return out
 
 

@@ -4,7 +4,7 @@ from search.cli import main
 from search.runner import run
 from search.status import best_trial
 from search.train import Engine
-from space import Arch
+from space import Arch, Conv, Pool, Recipe
 from tests.test_search import cfg
 
 
@@ -30,6 +30,16 @@ def test_export_verify_report_on_a_small_study(small_study, data_root, tmp_path,
     assert "Verdict: **FAIL**" in report
     assert (tmp_path / "studies/t/front.png").stat().st_size > 1000
     assert (tmp_path / "studies/t/verify.png").stat().st_size > 1000
+
+
+def test_report_names_the_warm_started_trial(data_root, tmp_path):
+    warm = Arch(blocks=(Conv(8), Pool(), Conv(10)), recipe=Recipe(optimizer="adam", schedule="cosine", lr=0.1))
+    (tmp_path / "warm.json").write_text(warm.to_json())  # its lr of 0.1 is moved into the space's 0.01-0.02
+    run(cfg(data_root, name="w", storage="sqlite:///studies/w.db", trials=2, epochs=1, warm_start=True,
+            warm_from=("warm.json",)), engine=Engine("cpu"))
+    main(["report", "--study", "w"])
+    report = (tmp_path / "studies/w/REPORT.md").read_text()
+    assert "Trial 0, warm-started from warm.json, has" in report
 
 
 def test_report_has_a_section_per_verified_candidate(small_study, data_root, tmp_path, capsys):
