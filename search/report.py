@@ -41,9 +41,9 @@ def plot_front(study: optuna.Study, path: Path) -> None:
     ax.step([t.user_attrs["params"] for t in front], [val_acc(t) for t in front], where="post", c="C0",
             marker="o", label="Pareto front")
     for t in done:
-        if warm_origin(t):
+        if origin := warm_origin(t):
             ax.scatter(t.user_attrs["params"], val_acc(t), marker="*", s=160, c="C3", zorder=3)
-            ax.annotate(warm_origin(t), (t.user_attrs["params"], val_acc(t)), xytext=(5, -10),
+            ax.annotate(origin, (t.user_attrs["params"], val_acc(t)), xytext=(5, -10),
                         textcoords="offset points", color="C3")
     budget = study.user_attrs.get("budgetnas", {}).get("budget")
     if budget:

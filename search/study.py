@@ -129,7 +129,7 @@ def warm_params(cfg: StudyConfig) -> dict[str, dict]:
     for path in cfg.warm_from:
         try:
             arch = Arch.from_json(Path(path).read_text())
-            out[path] = params_in(cfg.space, arch.with_recipe(epochs=cfg.epochs))
+            out[path] = params_in(cfg.space, arch)  # epochs are the study's fidelity, not a param
         except OSError as e:
             raise StudyError(f"warm_from {path}: cannot read it ({e.strerror}).") from None
         except (ValueError, TypeError, KeyError) as e:
