@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,8 +37,22 @@ def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
           flush=True)
 
 
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C or `kill` with the interrupt's traceback, one per
+    worker: keep its line (which trial, which params), drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info = None
+        return True
+
+
+NO_INTERRUPT_TRACEBACK = _NoInterruptTraceback()
+
+
 def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int = 0) -> optuna.Study:
     """Optimize `cfg.trials` more trials (or until `cfg.timeout`) and return the study."""
+    optuna.logging.get_logger("optuna.study._optimize").addFilter(NO_INTERRUPT_TRACEBACK)  # once: a set
     data = None if cfg.dry_run else D.load(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, subset=cfg.subset)
     if data is not None and data.val is None:
         raise ValueError("a search needs a validation split: val_size must be > 0.")
@@ -113,10 +129,18 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
         share = cfg.trials // workers + (w < cfg.trials % workers)
         if share:
             procs.append(ctx.Process(target=_worker, args=(replace(cfg, trials=share), w, threads, engine)))
+    signal.signal(signal.SIGTERM, _stop)  # `kill` of this process stops the workers, as Ctrl-C does
     for p in procs:
         p.start()
-    for p in procs:
-        p.join()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:  # a terminal's Ctrl-C reaches the workers too, `kill PID` only this process
+        for p in procs:
+            p.terminate()  # SIGTERM: the worker ends its running trial as FAIL, then exits
+        for p in procs:
+            p.join()
+        raise
     failed = [p.exitcode for p in procs if p.exitcode != 0]
     if failed:
         raise RuntimeError(f"{len(failed)} worker(s) exited with codes {failed}")
@@ -124,6 +148,8 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
 
 
 def _stop(signum, frame):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up short
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt  # Optuna then ends the running trial as FAIL instead of leaving it RUNNING
 
 
@@ -132,4 +158,7 @@ def _worker(cfg: StudyConfig, worker: int, threads: int, engine: Engine) -> None
     signal.signal(signal.SIGINT, _stop)  # even when started from a shell that ignores it
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run(cfg, engine, worker=worker)
+    try:
+        run(cfg, engine, worker=worker)
+    except KeyboardInterrupt:  # its trial is already FAIL; the parent reports the interruption
+        sys.exit(130)

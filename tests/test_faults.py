@@ -11,6 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search.runner import alive
 from search.study import make_storage
 
 CONFIG = """
@@ -85,3 +86,28 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, data_root, storage)
     assert retried.params == dead.params
     assert len(ts) == 2 and len({t.number for t in ts}) == 2
     assert len(retried.user_attrs["history"]) == 40
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_the_parent_stops_its_workers(tmp_path, data_root, sig):
+    """`kill PID` (or SIGINT to the parent alone) stops every worker: each running trial ends
+    FAIL, no worker is left training, and the exit is one line, not a traceback per worker."""
+    (tmp_path / "k.toml").write_text(CONFIG.replace('"sqlite:///k.db"', '"journal:k.journal"'))
+    log_path = tmp_path / "workers.log"
+    with log_path.open("w") as log:
+        parent = subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--config", "k.toml", "--trials", "4",
+                                   "--workers", "2", "--data-dir", str(data_root)],
+                                  cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        wait_for_training(tmp_path, "journal", parent, log_path)
+        parent.send_signal(sig)
+        assert parent.wait(timeout=60) == 130
+    out = log_path.read_text()
+    assert "Traceback" not in out and "budgetnas: interrupted" in out, out[-1000:]
+    trials = load(tmp_path, "journal").trials
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    assert any(t.state == TrialState.FAIL for t in trials), "no running trial was stopped"
+    pids = {int(t.user_attrs["worker"].rpartition(":")[2]) for t in trials}
+    deadline = time.time() + 10
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if alive(p)], "a worker outlived its parent"
