@@ -129,7 +129,8 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
         share = cfg.trials // workers + (w < cfg.trials % workers)
         if share:
             procs.append(ctx.Process(target=_worker, args=(replace(cfg, trials=share), w, threads, engine)))
-    signal.signal(signal.SIGTERM, _stop)  # `kill` of this process stops the workers, as Ctrl-C does
+    for sig in (signal.SIGINT, signal.SIGTERM):  # even when a shell started us ignoring SIGINT (`cmd &`)
+        signal.signal(sig, _stop)  # `kill` of this process stops the workers, as Ctrl-C does
     for p in procs:
         p.start()
     try:
