@@ -131,15 +131,16 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
             procs.append(ctx.Process(target=_worker, args=(replace(cfg, trials=share), w, threads, engine)))
     for sig in (signal.SIGINT, signal.SIGTERM):  # even when a shell started us ignoring SIGINT (`cmd &`)
         signal.signal(sig, _stop)  # `kill` of this process stops the workers, as Ctrl-C does
-    for p in procs:
-        p.start()
     try:
+        for p in procs:
+            p.start()
         for p in procs:
             p.join()
     except KeyboardInterrupt:  # a terminal's Ctrl-C reaches the workers too, `kill PID` only this process
-        for p in procs:
+        started = [p for p in procs if p.pid is not None]
+        for p in started:
             p.terminate()  # SIGTERM: the worker ends its running trial as FAIL, then exits
-        for p in procs:
+        for p in started:
             p.join()
         raise
     failed = [p.exitcode for p in procs if p.exitcode != 0]
