@@ -115,7 +115,7 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
     if workers < 1:
         raise ValueError(f"workers must be >= 1, but got {workers}.")
     if workers == 1:
-        signal.signal(signal.SIGTERM, _stop)  # `kill` ends the running trial as FAIL, as Ctrl-C does
+        stop_on_signals()  # `kill` ends the running trial as FAIL, as Ctrl-C does
         return run(cfg, engine)
     if cfg.dry_run or cfg.storage_url.startswith("sqlite"):
         raise ValueError("--workers > 1 needs a storage that several processes can share safely: "
@@ -129,8 +129,7 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
         share = cfg.trials // workers + (w < cfg.trials % workers)
         if share:
             procs.append(ctx.Process(target=_worker, args=(replace(cfg, trials=share), w, threads, engine)))
-    for sig in (signal.SIGINT, signal.SIGTERM):  # even when a shell started us ignoring SIGINT (`cmd &`)
-        signal.signal(sig, _stop)  # `kill` of this process stops the workers, as Ctrl-C does
+    stop_on_signals()  # `kill` of this process stops the workers, as Ctrl-C does
     try:
         for p in procs:
             p.start()
@@ -149,15 +148,23 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
     return open_study(cfg)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM stop this process, even where a shell started it ignoring SIGINT (`cmd &`)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop)
+
+
 def _stop(signum, frame):
-    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up short
+    for sig in STOP_SIGNALS:  # a second signal must not cut the clean-up short
         signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt  # Optuna then ends the running trial as FAIL instead of leaving it RUNNING
 
 
 def _worker(cfg: StudyConfig, worker: int, threads: int, engine: Engine) -> None:
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)  # even when started from a shell that ignores it
+    stop_on_signals()
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
