@@ -253,6 +253,8 @@ def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
                                 sampler=make_sampler(cfg, worker), pruner=make_pruner(cfg), load_if_exists=True)
     fp = cfg.fingerprint()
     old = study.user_attrs.get(FINGERPRINT)
+    if old is not None:  # a [space] knob added to budgetnas since the study was made counts as its default
+        old = {**old, "space": {**SpaceConfig().to_dict(), **old.get("space", {})}}
     if old is None:
         if study.trials:
             raise StudyError(f"study {cfg.name!r} exists in {cfg.storage_url} but was not made by budgetnas.")

@@ -9,6 +9,7 @@ batch (losses and hits are summed on the device, read once per epoch). On top of
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import shutil
@@ -137,6 +138,24 @@ def make_schedule(opt: torch.optim.Optimizer, r: Recipe, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
+def ema_decay(decay: float, step: int) -> float:
+    """`decay` warmed up as TensorFlow's ExponentialMovingAverage does, so that early averages
+    follow the model instead of holding on to its random start (and the pruner sees them)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def ema_update(pairs: list[tuple[torch.Tensor, torch.Tensor]], decay: float) -> None:
+    """average <- decay * average + (1 - decay) * current, for every (average, current) tensor
+    pair: weights and BatchNorm statistics (step counters are copied). Not torch's
+    AveragedModel: it reads its step count on the host every step (a CUDA sync per batch)."""
+    for avg, cur in pairs:
+        if avg.is_floating_point():
+            avg.lerp_(cur, 1 - decay)
+        else:
+            avg.copy_(cur)
+
+
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, split: Split, mean: float, std: float, device: torch.device) -> float:
     """Accuracy in percent on a whole split, in fp32 always: bf16 may train the model, but what
@@ -164,7 +183,8 @@ def train(
 
     The model is built after seeding, so `seed` fixes initialisation, order and augmentation.
     Each record: epoch, train_loss, train_acc, val_acc (if data.val), test_acc (if
-    eval_test), lr (at the epoch's end), seconds. `on_epoch(record)` runs after every
+    eval_test), lr (at the epoch's end), seconds; with `recipe.ema` the accuracies on val and
+    test are the weight average's. `on_epoch(record)` runs after every
     epoch and may raise (e.g. optuna.TrialPruned) to stop early. `progress=None` shows a
     bar only on a terminal. Raises `Diverged` on a NaN/inf loss.
     """
@@ -174,6 +194,8 @@ def train(
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     model = make_model().to(device)
+    scored = copy.deepcopy(model) if r.ema else model  # with ema, the weight average is what is measured
+    pairs = list(zip(scored.state_dict().values(), model.state_dict().values()))  # views of the tensors, not copies
     train_x, train_y = data.train.images.to(device), data.train.labels.to(device)
     splits = {"val": data.val, "test": data.test if eval_test else None}
     splits = {k: Split(s.images.to(device), s.labels.to(device)) for k, s in splits.items() if s is not None}
@@ -201,6 +223,8 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
+            if r.ema:
+                ema_update(pairs, ema_decay(r.ema, (epoch - 1) * steps + i))
             loss_sum += loss.detach() * len(y)
             hits += (out.argmax(1) == y).sum()
         train_loss = loss_sum.item() / len(train_y)
@@ -208,7 +232,7 @@ def train(
             raise Diverged(f"training loss became {train_loss} in epoch {epoch} (lr {r.lr}, {r.optimizer})")
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": 100.0 * hits.item() / len(train_y)}
         for name, split in splits.items():
-            record[f"{name}_acc"] = evaluate(model, split, data.mean, data.std, device)
+            record[f"{name}_acc"] = evaluate(scored, split, data.mean, data.std, device)
         record["lr"] = opt.param_groups[0]["lr"]
         record["seconds"] = time.perf_counter() - t0
         history.append(record)

@@ -42,12 +42,15 @@ class Recipe:
     batch_size: int = 128  # images per optimizer step
     rotate: float = 0.0  # augmentation: max random rotation, degrees (uniform +-)
     translate: float = 0.0  # augmentation: max random shift, fraction of image side
+    ema: float = 0.0  # decay per step of a moving average of the weights; 0: off, else the average is the model
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, but got {self.optimizer!r}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, but got {self.schedule!r}.")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), but got {self.ema}.")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, but got {self.epochs}, {self.batch_size}.")
 

@@ -76,6 +76,7 @@ RECIPE_UNITS = {
     "batch_size": "images per optimizer step",
     "rotate": "augmentation: max random rotation, degrees",
     "translate": "augmentation: max random shift, fraction of the side",
+    "ema": "decay per step of the weight average that is tested; 0: off",
 }
 
 TEMPLATE = '''"""A {params:,}-parameter CNN for 28x28 grey-scale images, exported by budgetnas.
@@ -87,6 +88,7 @@ Standalone: needs only torch. Retrain and test on IDX files (MNIST layout):
 """
 
 import argparse
+import copy
 import gzip
 import math
 import time
@@ -156,6 +158,10 @@ def train(data_dir, seed=0, device="cpu"):
         "none": lambda: torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0),
     }}
     sched = schedules[r["schedule"]]()
+    # with ema, what is tested is a moving average of the weights and BatchNorm statistics,
+    # its decay warmed up as min(ema, (1 + step) / (10 + step))
+    tested = copy.deepcopy(model) if r["ema"] else model
+    pairs = list(zip(tested.state_dict().values(), model.state_dict().values()))
     accuracies = []
     for epoch in range(1, r["epochs"] + 1):
         t0 = time.perf_counter()
@@ -169,9 +175,18 @@ def train(data_dir, seed=0, device="cpu"):
             loss.backward()
             opt.step()
             sched.step()
-        model.eval()
+            if r["ema"]:
+                step = (epoch - 1) * steps + i
+                decay = min(r["ema"], (1 + step) / (10 + step))
+                with torch.no_grad():
+                    for avg, cur in pairs:
+                        if avg.is_floating_point():
+                            avg.lerp_(cur, 1 - decay)
+                        else:
+                            avg.copy_(cur)
+        tested.eval()
         with torch.inference_mode():
-            hits = sum((model((xt[i : i + 4096].unsqueeze(1).float() / 255 - mean) / std).argmax(1)
+            hits = sum((tested((xt[i : i + 4096].unsqueeze(1).float() / 255 - mean) / std).argmax(1)
                         == yt[i : i + 4096]).sum().item() for i in range(0, len(yt), 4096))
         accuracies.append(100.0 * hits / len(yt))
         print(f"epoch {{epoch:2d}}  test {{accuracies[-1]:.2f}}%  {{time.perf_counter() - t0:.1f}}s")

@@ -45,6 +45,7 @@ class SpaceConfig:
     rotate_step: float = 2.5
     translate: FloatRange = (0.0, 0.1)  # fraction of the image side
     translate_step: float = 0.025
+    ema: tuple[float, ...] = (0.0,)  # weight-average decay per step (0: off); see Recipe.ema
 
     @classmethod
     def from_dict(cls, d: dict) -> SpaceConfig:
@@ -118,6 +119,7 @@ def sample_arch(trial: optuna.trial.BaseTrial, space: SpaceConfig = SpaceConfig(
         batch_size=trial.suggest_categorical("batch_size", space.batch_size),
         rotate=_float(trial, "rotate", space.rotate, space.rotate_step),
         translate=_float(trial, "translate", space.translate, space.translate_step),
+        ema=trial.suggest_categorical("ema", space.ema),
         **step,
     )
     return Arch(blocks=tuple(blocks), head=head, bn=bn, dropout=dropout, recipe=recipe)
@@ -150,7 +152,8 @@ def params_of(arch: Arch) -> dict:
         p[f"s{s}_padded"] = sum(pads)
     r = arch.recipe
     p.update(bn=arch.bn, dropout=arch.dropout, head=arch.head, schedule=r.schedule, optimizer=r.optimizer,
-             lr=r.lr, weight_decay=r.weight_decay, batch_size=r.batch_size, rotate=r.rotate, translate=r.translate)
+             lr=r.lr, weight_decay=r.weight_decay, batch_size=r.batch_size, rotate=r.rotate, translate=r.translate,
+             ema=r.ema)
     if r.schedule == "step":
         p.update(step_every=r.step_every, step_gamma=r.step_gamma)
     return p
