@@ -45,9 +45,10 @@ def test_rendered_module_passes_ruff(tmp_path):
     assert result.returncode == 0, result.stdout.decode()
 
 
-def test_rendered_module_trains_with_torch_alone(tmp_path, data_root):
+@pytest.mark.parametrize("ema", [0.0, 0.99])
+def test_rendered_module_trains_with_torch_alone(tmp_path, data_root, ema):
     """Run it in a fresh interpreter (clean PYTHONPATH) where the project's packages cannot import."""
-    arch = baselines.get("exp3").arch.with_recipe(epochs=1)
+    arch = baselines.get("exp3").arch.with_recipe(epochs=1, ema=ema)
     path = tmp_path / "model.py"
     path.write_text(render(arch, {"Study": "test"}))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

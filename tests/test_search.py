@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -6,7 +8,7 @@ import baselines
 from search.objective import make_objective
 from search.runner import run
 from search.status import best_trial, pareto_front, summary
-from search.study import StudyConfig, StudyError, load_config, make_pruner, make_storage, min_params, open_study
+from search.study import FINGERPRINT, StudyConfig, StudyError, load_config, make_pruner, make_storage, min_params, open_study
 from search.train import Diverged, Engine
 from space import SpaceConfig, params_of
 
@@ -98,6 +100,16 @@ def test_resume_with_changed_budget_or_space_is_refused(data_root):
         open_study(cfg(data_root, budget=4000))
     with pytest.raises(StudyError, match="space: changed"):
         open_study(cfg(data_root, space=SpaceConfig()))
+
+
+def test_a_study_made_before_a_space_knob_existed_still_resumes(data_root):
+    study = open_study(cfg(data_root))
+    old = study.user_attrs[FINGERPRINT]
+    del old["space"]["ema"]  # as stored before the knob was added
+    study.set_user_attr(FINGERPRINT, old)
+    assert open_study(cfg(data_root)).study_name == "t"  # the missing knob counts as its default
+    with pytest.raises(StudyError, match="space: changed"):
+        open_study(cfg(data_root, space=replace(SMALL, ema=(0.998,))))
 
 
 def test_warm_start_enqueues_the_baselines(data_root):

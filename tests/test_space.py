@@ -62,6 +62,9 @@ def test_params_in_moves_an_arch_into_a_narrower_space():
     assert moved.recipe.rotate == exp3.recipe.rotate  # inside the space already: kept
     with pytest.raises(ValueError, match="optimizer='sgd' is not among"):
         params_in(SpaceConfig(optimizer=("adam", "adamw")), exp3)
+    averaged = SpaceConfig(ema=(0.998,))  # a space that fixes a recipe knob moves the arch's value to it
+    assert sample_arch(optuna.trial.FixedTrial(params_in(averaged, exp3)), averaged).recipe.ema == 0.998
+    assert fits(SpaceConfig(ema=(0.0, 0.998)), exp3.with_recipe(ema=0.998)) and not fits(averaged, exp3)
     with pytest.raises(ValueError, match="without changing its shape"):
         params_in(SpaceConfig(convs=(4, 4)), exp3)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from search.data import load
-from search.train import Diverged, Engine, augment, train
+from search.train import Diverged, Engine, augment, ema_decay, ema_update, train
 from space import Arch, Conv, Pool, Recipe, build
 
 TINY = Arch(blocks=(Conv(8), Pool(), Conv(12), Pool(), Conv(12)), head="gap", bn=True,
@@ -38,6 +38,25 @@ def test_every_schedule_and_optimizer_runs(data_root, schedule, optimizer):
     data = load("mnist", data_root, val_size=200, subset=256)
     arch = TINY.with_recipe(schedule=schedule, optimizer=optimizer, epochs=2, step_every=1)
     assert len(fit(arch, data)) == 2
+
+
+def test_ema_decay_warms_up_then_holds():
+    assert ema_decay(0.998, 0) == pytest.approx(0.1)  # the first averages follow the model
+    assert ema_decay(0.998, 100) < 0.92 < ema_decay(0.998, 1000) < 0.998 == ema_decay(0.998, 10**6)
+
+
+def test_ema_update_averages_floats_and_copies_counters():
+    avg, cur, n_avg, n_cur = torch.zeros(3), torch.ones(3), torch.tensor(1), torch.tensor(7)
+    ema_update([(avg, cur), (n_avg, n_cur)], 0.75)
+    assert torch.allclose(avg, torch.full((3,), 0.25)) and n_avg.item() == 7
+
+
+def test_ema_changes_what_is_scored_not_how_the_model_trains(data_root):
+    data = load("mnist", data_root, val_size=200)
+    plain, averaged = fit(TINY, data, seed=1), fit(TINY.with_recipe(ema=0.99), data, seed=1)
+    assert [h["train_loss"] for h in plain] == [h["train_loss"] for h in averaged]
+    assert [h["val_acc"] for h in plain] != [h["val_acc"] for h in averaged]
+    assert averaged[-1]["val_acc"] > 60  # chance is 10%
 
 
 def test_nan_loss_raises_diverged(data_root):
