@@ -24,7 +24,8 @@ def describe(arch: Arch) -> str:
     sched = r.schedule + (f" every {r.step_every} x{r.step_gamma}" if r.schedule == "step" else "")
     return (f"convs `{blocks}`, {'BN' if arch.bn else 'no BN'}, dropout {arch.dropout:g}, {arch.head} head; "
             f"{r.optimizer} lr {r.lr:.3g} ({sched}), wd {r.weight_decay:g}, batch {r.batch_size}, "
-            f"rotate {r.rotate:g} deg, shift {r.translate:g}, {r.epochs} epochs")
+            f"rotate {r.rotate:g} deg, shift {r.translate:g}, {r.epochs} epochs"
+            + (f", weight average {r.ema:g}" if r.ema else ""))
 
 
 def trial_note(arch: Arch, params: int, budget: int, history: list[dict], outcome: str) -> str:

@@ -1,5 +1,7 @@
 import pytest
 
+import baselines
+from search.annotate import describe
 from search.cli import main
 from search.runner import run
 from search.status import best_trial
@@ -83,3 +85,9 @@ def test_status_finds_the_study_through_its_config(small_study, tmp_path, capsys
     (tmp_path / "j.toml").write_text('[study]\nname = "t"\nstorage = "sqlite:///studies/t.db"\n')
     main(["status", "--config", "j.toml"])
     assert "study t: 4 trials" in capsys.readouterr().out
+
+
+def test_trial_description_names_the_recipe():
+    exp4 = baselines.get("exp4").arch
+    assert "10 10 16 | 10t 10 16 16p" in describe(exp4) and "weight average" not in describe(exp4)
+    assert describe(exp4.with_recipe(ema=0.998)).endswith("15 epochs, weight average 0.998")
