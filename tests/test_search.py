@@ -8,7 +8,16 @@ import baselines
 from search.objective import make_objective
 from search.runner import run
 from search.status import best_trial, pareto_front, summary
-from search.study import FINGERPRINT, StudyConfig, StudyError, load_config, make_pruner, make_storage, min_params, open_study
+from search.study import (
+    FINGERPRINT,
+    StudyConfig,
+    StudyError,
+    load_config,
+    make_pruner,
+    make_storage,
+    min_params,
+    open_study,
+)
 from search.train import Diverged, Engine
 from space import SpaceConfig, params_of
 
