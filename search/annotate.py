@@ -15,9 +15,9 @@ from space.render import render
 
 
 def describe(arch: Arch) -> str:
-    """One line: the blocks (p = padded, t = 1x1 transition, | = max-pool), then head and recipe."""
+    """One line: the blocks (p = padded, t = 1x1, d = depthwise, | = max-pool), then head and recipe."""
     blocks = " ".join(
-        ("|" if not isinstance(b, Conv) else f"{b.out}{'t' if b.k == 1 else ''}{'p' if b.pad else ''}")
+        ("|" if not isinstance(b, Conv) else f"{b.out}{'t' if b.k == 1 else ''}{'d' if b.groups > 1 else ''}{'p' if b.pad else ''}")
         for b in arch.blocks
     )
     r = arch.recipe

@@ -8,6 +8,7 @@ created with; resuming it with different ones is refused instead of mixing trial
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import sqlite3
 import warnings
@@ -140,12 +141,12 @@ def warm_params(cfg: StudyConfig) -> dict[str, dict]:
 def min_params(space: SpaceConfig) -> int:
     """Parameters of the smallest model the space can sample (narrowest, shallowest, cheapest head)."""
     c, counts = space.channels[0], []
-    for stages in range(space.stages[0], space.stages[1] + 1):
+    for stages, separable in itertools.product(range(space.stages[0], space.stages[1] + 1), space.separable):
         blocks: list = []
         for s in range(stages):
             if s > 0:
                 blocks += [Pool()] + ([Conv(c, k=1)] if False not in space.transition else [])
-            blocks += [Conv(c)] * space.convs[0]
+            blocks += ([Conv(c, groups=c), Conv(c, k=1)] if s > 0 and separable else [Conv(c)]) * space.convs[0]
         try:
             arch = Arch(tuple(blocks), head="gap" if "gap" in space.head else "flatten", bn=False not in space.bn)
         except ValueError:  # this many stages shrinks the image to nothing

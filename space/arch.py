@@ -20,6 +20,7 @@ class Conv:
     out: int  # output channels
     k: int = 3  # kernel size (square); 1 makes a 1x1 transition
     pad: int = 0  # zero padding on each side, pixels
+    groups: int = 1  # channel groups; as many as channels in and out: a depthwise conv
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,8 @@ def feature_shape(arch: Arch) -> tuple[int, int]:
     c, side = arch.in_channels, arch.image_size
     for i, b in enumerate(arch.blocks):
         if isinstance(b, Conv):
+            if c % b.groups or b.out % b.groups:
+                raise ValueError(f"block {i} ({b}): its groups must divide its {c} input and {b.out} output channels.")
             c, side = b.out, side + 2 * b.pad - b.k + 1
         else:
             side = side // b.size

@@ -12,7 +12,7 @@ def count_params(arch: Arch) -> int:
     n, c = 0, arch.in_channels
     for b in arch.blocks:
         if isinstance(b, Conv):
-            n += b.k * b.k * c * b.out + (2 * b.out if arch.bn else b.out)  # BN affine, else bias
+            n += b.k * b.k * (c // b.groups) * b.out + (2 * b.out if arch.bn else b.out)  # BN affine, else bias
             c = b.out
     c, side = feature_shape(arch)
     features = c if arch.head == "gap" else c * side * side
@@ -24,7 +24,7 @@ def build(arch: Arch) -> nn.Module:
     c = arch.in_channels
     for b in arch.blocks:
         if isinstance(b, Conv):
-            layers.append(nn.Conv2d(c, b.out, b.k, padding=b.pad, bias=not arch.bn))
+            layers.append(nn.Conv2d(c, b.out, b.k, padding=b.pad, groups=b.groups, bias=not arch.bn))
             if arch.bn:
                 layers.append(nn.BatchNorm2d(b.out))
             layers.append(nn.ReLU(inplace=True))

@@ -16,15 +16,19 @@ from space.build import count_params
 def _layers(arch: Arch) -> tuple[list[str], list[str]]:
     """Lines of __init__ and of forward, with the feature-map side in the comments."""
     init, fwd = [], []
-    c, side, n_conv, n_pool = arch.in_channels, arch.image_size, 0, 0
+    c, side, n_conv, n_pool, depthwise_before = arch.in_channels, arch.image_size, 0, 0, False
     for b in arch.blocks:
         if isinstance(b, Conv):
             n_conv += 1
             new_side = side + 2 * b.pad - b.k + 1
-            parts = [f"nn.Conv2d({c}, {b.out}, {b.k}, padding={b.pad}, bias={not arch.bn})"]
+            groups = f", groups={b.groups}" if b.groups > 1 else ""
+            parts = [f"nn.Conv2d({c}, {b.out}, {b.k}, padding={b.pad}{groups}, bias={not arch.bn})"]
             parts += [f"nn.BatchNorm2d({b.out})"] if arch.bn else []
             parts += ["nn.ReLU()"] + ([f"nn.Dropout({arch.dropout})"] if arch.dropout > 0 else [])
-            kind = "1x1 transition" if b.k == 1 else f"{b.k}x{b.k} conv"
+            kind = f"{b.k}x{b.k} {'depthwise ' if b.groups > 1 else ''}conv"
+            if b.k == 1:
+                kind = "1x1 pointwise conv" if depthwise_before else "1x1 transition"
+            depthwise_before = b.groups > 1
             init.append(f"        # {kind}: {c} -> {b.out} channels, {side}px -> {new_side}px")
             init.append(f"        self.conv{n_conv} = nn.Sequential(")
             init += [f"            {part}," for part in parts] + ["        )"]

@@ -2,7 +2,9 @@
 
 Shape of every sampled model: `stages` stages of 3x3 convs; between stages a 2x2
 max-pool, optionally followed by a 1x1 transition conv; the last `s{i}_padded` convs of
-a stage pad by 1 (keeping the map's side). Then a GAP or flatten head. Labels are stable
+a stage pad by 1 (keeping the map's side); in a `s{i}_separable` stage (not the first)
+each 3x3 conv is a depthwise 3x3 followed by a 1x1 to its width (MobileNet's separable
+conv, about 1/9 of the parameters at equal width). Then a GAP or flatten head. Labels are stable
 (`s{stage}_c{conv}`) so trials compare across a study and a baseline can be enqueued as
 plain params.
 """
@@ -45,7 +47,9 @@ class SpaceConfig:
     rotate_step: float = 2.5
     translate: FloatRange = (0.0, 0.1)  # fraction of the image side
     translate_step: float = 0.025
+    separable: tuple[bool, ...] = (False,)  # stages after the first: each 3x3 conv a depthwise 3x3 + 1x1?
     ema: tuple[float, ...] = (0.0,)  # weight-average decay per step (0: off); see Recipe.ema
+    # Knobs added since the first studies default to off, so a study stored without one meant this.
 
     @classmethod
     def from_dict(cls, d: dict) -> SpaceConfig:
@@ -100,7 +104,14 @@ def sample_arch(trial: optuna.trial.BaseTrial, space: SpaceConfig = SpaceConfig(
         n = _int(trial, f"s{s}_convs", space.convs)
         widths = [_int(trial, f"s{s}_c{i}", ch, space.channel_step) for i in range(n)]
         padded = trial.suggest_int(f"s{s}_padded", 0, n)
-        blocks += [Conv(w, pad=int(i >= n - padded)) for i, w in enumerate(widths)]
+        separable = s > 0 and trial.suggest_categorical(f"s{s}_separable", space.separable)
+        for i, w in enumerate(widths):
+            pad = int(i >= n - padded)
+            if separable:  # a depthwise 3x3 on the map's channels, then a 1x1 to the width
+                c = next(b.out for b in reversed(blocks) if isinstance(b, Conv))
+                blocks += [Conv(c, pad=pad, groups=c), Conv(w, k=1)]
+            else:
+                blocks.append(Conv(w, pad=pad))
     bn = trial.suggest_categorical("bn", space.bn)
     dropout = _float(trial, "dropout", space.dropout, space.dropout_step)
     head = trial.suggest_categorical("head", space.head)
@@ -130,13 +141,17 @@ def params_of(arch: Arch) -> dict:
 
     ValueError if the Arch has a shape the space cannot express."""
     stages: list[list] = [[]]
+    c = arch.in_channels
     for b in arch.blocks:
         if isinstance(b, Pool):
             if b.size != 2:
                 raise ValueError(f"the space only has 2x2 pools, but got {b}.")
             stages.append([])
         else:
+            if b.groups > 1 and not b.groups == b.out == c:
+                raise ValueError(f"the space's grouped convs are depthwise (groups = channels in = out), but got {b} after {c} channels.")
             stages[-1].append(b)
+            c = b.out
     p: dict = {"stages": len(stages)}
     for s, convs in enumerate(stages):
         if s > 0:
@@ -144,8 +159,11 @@ def params_of(arch: Arch) -> dict:
             p[f"s{s}_transition"] = has_t
             if has_t:
                 p[f"s{s}_t"] = convs.pop(0).out
+            p[f"s{s}_separable"] = any(c.groups > 1 for c in convs)
+            if p[f"s{s}_separable"]:
+                convs = _unseparated(s, convs)
         pads = [c.pad for c in convs]
-        if not convs or any(c.k != 3 for c in convs) or pads != sorted(pads) or set(pads) - {0, 1}:
+        if not convs or any(c.k != 3 or c.groups > 1 for c in convs) or pads != sorted(pads) or set(pads) - {0, 1}:
             raise ValueError(f"stage {s} must be 3x3 convs whose padded ones (pad 1) come last, but got {convs}.")
         p[f"s{s}_convs"] = len(convs)
         p.update({f"s{s}_c{i}": c.out for i, c in enumerate(convs)})
@@ -157,6 +175,14 @@ def params_of(arch: Arch) -> dict:
     if r.schedule == "step":
         p.update(step_every=r.step_every, step_gamma=r.step_gamma)
     return p
+
+
+def _unseparated(stage: int, convs: list[Conv]) -> list[Conv]:
+    """A separable stage's (depthwise, 1x1) pairs -> the convs they stand for (the 1x1's width)."""
+    dws, pws = convs[0::2], convs[1::2]
+    if len(dws) != len(pws) or any(d.groups == 1 or w.k != 1 or w.groups > 1 for d, w in zip(dws, pws, strict=True)):
+        raise ValueError(f"separable stage {stage} must be (depthwise 3x3, 1x1) pairs, but got {convs}.")
+    return [Conv(w.out, d.k, d.pad) for d, w in zip(dws, pws, strict=True)]
 
 
 def params_in(space: SpaceConfig, arch: Arch) -> dict:

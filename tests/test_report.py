@@ -91,3 +91,4 @@ def test_trial_description_names_the_recipe():
     exp4 = baselines.get("exp4").arch
     assert "10 10 16 | 10t 10 16 16p" in describe(exp4) and "weight average" not in describe(exp4)
     assert describe(exp4.with_recipe(ema=0.998)).endswith("15 epochs, weight average 0.998")
+    assert describe(Arch(blocks=(Conv(8), Pool(), Conv(8, groups=8), Conv(12, k=1)))).startswith("convs `8 | 8d 12t`")

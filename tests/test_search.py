@@ -19,7 +19,8 @@ from search.study import (
     open_study,
 )
 from search.train import Diverged, Engine
-from space import SpaceConfig, params_of
+from space import SpaceConfig, count_params, params_of
+from tests.test_space import random_archs
 
 # A small space so that tiny trials train in about a second on synthetic data.
 SMALL = SpaceConfig(stages=(2, 2), convs=(1, 2), channels=(8, 12), optimizer=("adam",), lr=(0.01, 0.02),
@@ -177,8 +178,10 @@ def test_bad_study_settings(bad, match):
         StudyConfig(**bad)
 
 
-def test_min_params_is_a_real_lower_bound():
-    assert min_params(SpaceConfig()) < min_params(SpaceConfig(channels=(8, 32)))
+@pytest.mark.parametrize("space", [SpaceConfig(), SpaceConfig(separable=(True, False), channels=(8, 16))])
+def test_min_params_is_a_real_lower_bound(space):
+    assert min(count_params(a) for a in random_archs(300, seed=4, space=space)) >= min_params(space)
+    assert min_params(space) < min_params(replace(space, channels=(space.channels[0] + 8, 32)))
 
 
 def test_bad_storage_url():

@@ -6,15 +6,18 @@ import baselines
 from space import Arch, Conv, Pool, SpaceConfig, build, count_params, params_of, sample_arch
 from space.sample import fits, params_in
 
+# Every knob open, separable stages and the weight average included.
+WIDE = SpaceConfig(separable=(True, False), ema=(0.0, 0.998))
 
-def random_archs(n: int, seed: int = 0):
-    """Archs sampled from the whole space (all knobs, both heads, BN on/off)."""
+
+def random_archs(n: int, seed: int = 0, space: SpaceConfig = WIDE):
+    """Archs sampled from the space (by default all knobs, both heads, BN on/off, separable or not)."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     out = []
     while len(out) < n:
         trial = study.ask()
         try:
-            out.append(sample_arch(trial, SpaceConfig()))
+            out.append(sample_arch(trial, space))
         except ValueError:  # image shrinks to nothing: the objective prunes these
             pass
         study.tell(trial, 0.0)
@@ -34,6 +37,24 @@ def test_build_forward_shape(arch):
 @pytest.mark.parametrize("arch", random_archs(30, seed=2) + [b.arch for b in baselines.all_baselines()])
 def test_json_round_trip(arch):
     assert Arch.from_json(arch.to_json()) == arch
+
+
+@pytest.mark.parametrize("arch", random_archs(40, seed=3), ids=lambda a: f"{count_params(a)}p")
+def test_params_of_is_the_inverse_of_sampling(arch):
+    assert sample_arch(optuna.trial.FixedTrial(params_of(arch)), WIDE) == arch
+    assert fits(WIDE, arch)
+
+
+def test_separable_stage_is_depthwise_then_1x1():
+    params = {**params_of(baselines.get("exp4").arch), "s1_separable": True}
+    arch = sample_arch(optuna.trial.FixedTrial(params), WIDE)
+    stage1 = arch.blocks[arch.blocks.index(Pool()) + 1 :]
+    assert stage1[:3] == (Conv(10, k=1), Conv(10, groups=10), Conv(10, k=1))  # the 1x1 transition, then pairs
+    assert count_params(arch) < count_params(baselines.get("exp4").arch)
+    with pytest.raises(ValueError, match="depthwise"):  # grouped, but not one group per channel
+        params_of(Arch(blocks=(Conv(8), Pool(), Conv(8, groups=2), Conv(8, k=1))))
+    with pytest.raises(ValueError, match="3x3 convs"):  # the first stage is never separable
+        params_of(Arch(blocks=(Conv(8), Conv(8, groups=8), Conv(8, k=1), Pool(), Conv(8))))
 
 
 @pytest.mark.parametrize("b", baselines.all_baselines(), ids=lambda b: b.name)
