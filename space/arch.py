@@ -18,7 +18,7 @@ HEADS = ("gap", "flatten")
 @dataclass(frozen=True)
 class Conv:
     out: int  # output channels
-    k: int = 3  # kernel size (square); 1 makes a 1x1 transition
+    k: int = 3  # kernel size (square); 1: a 1x1 conv (a transition, or the pointwise half of a separable conv)
     pad: int = 0  # zero padding on each side, pixels
     groups: int = 1  # channel groups; as many as channels in and out: a depthwise conv
 
