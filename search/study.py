@@ -254,8 +254,6 @@ def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
                                 sampler=make_sampler(cfg, worker), pruner=make_pruner(cfg), load_if_exists=True)
     fp = cfg.fingerprint()
     old = study.user_attrs.get(FINGERPRINT)
-    if old is not None:  # a [space] knob added to budgetnas since the study was made counts as its default
-        old = {**old, "space": {**SpaceConfig().to_dict(), **old.get("space", {})}}
     if old is None:
         if study.trials:
             raise StudyError(f"study {cfg.name!r} exists in {cfg.storage_url} but was not made by budgetnas.")
@@ -273,7 +271,9 @@ def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
                     study.enqueue_trial(params_of(b.arch), user_attrs={"baseline": b.name}, skip_if_exists=True)
         for path, params in warm.items():
             study.enqueue_trial(params, user_attrs={"warm_from": path}, skip_if_exists=True)
-    elif old != fp:
+        return study
+    old = {**old, "space": {**SpaceConfig().to_dict(), **old["space"]}}  # a knob added since counts as its default
+    if old != fp:
         changed = sorted(k for k in fp if fp[k] != old.get(k))
         detail = "; ".join(f"{k}: was {old.get(k)!r}, now {fp[k]!r}" for k in changed if k != "space")
         if "space" in changed:

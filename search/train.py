@@ -149,10 +149,10 @@ def ema_update(pairs: list[tuple[torch.Tensor, torch.Tensor]], decay: float) -> 
     """average <- decay * average + (1 - decay) * current, for every (average, current) tensor
     pair: weights and BatchNorm statistics (step counters are copied). Not torch's
     AveragedModel: it reads its step count on the host every step (a CUDA sync per batch)."""
+    floats = [(avg, cur) for avg, cur in pairs if avg.is_floating_point()]
+    torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1 - decay)  # one call, as torch's EMA does
     for avg, cur in pairs:
-        if avg.is_floating_point():
-            avg.lerp_(cur, 1 - decay)
-        else:
+        if not avg.is_floating_point():
             avg.copy_(cur)
 
 
@@ -195,7 +195,7 @@ def train(
     gen = torch.Generator(device=device).manual_seed(seed)
     model = make_model().to(device)
     scored = copy.deepcopy(model) if r.ema else model  # with ema, the weight average is what is measured
-    pairs = list(zip(scored.state_dict().values(), model.state_dict().values()))  # views of the tensors, not copies
+    pairs = list(zip(scored.state_dict().values(), model.state_dict().values())) if r.ema else []  # views, not copies
     train_x, train_y = data.train.images.to(device), data.train.labels.to(device)
     splits = {"val": data.val, "test": data.test if eval_test else None}
     splits = {k: Split(s.images.to(device), s.labels.to(device)) for k, s in splits.items() if s is not None}
