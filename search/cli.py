@@ -172,8 +172,23 @@ def cmd_export(args) -> None:
     from search.export import export
 
     study = load_existing_study(args.study, args.storage)
-    out = export(study, Path(args.output), args.trial, args.params_max, args.epochs)
+    out = export(study, Path(args.output), args.trial, args.params_max, args.epochs, args.confirmed)
     print(f"wrote {out}")
+
+
+def cmd_confirm(args) -> None:
+    from search import confirm as C
+    from search import data as D
+
+    if args.top < 1 or args.seeds < 1:
+        raise UserError(f"--top and --seeds must be >= 1, but got {args.top} and {args.seeds}.")
+    study = load_existing_study(args.study, args.storage)
+    fp = study.user_attrs.get("budgetnas", {})
+    data = D.load(fp.get("dataset", "mnist"), args.data_dir, val_size=fp.get("val_size", 5000), subset=fp.get("subset"))
+    C.confirm(study, data, args.top, args.seeds, engine_of(args),
+              on_run=lambda n, seed, score: print(f"trial {n:>4} seed {seed}: val {score:.2f}% (mean of last 3)"),
+              progress=True)
+    print(C.table(study))
 
 
 def cmd_report(args) -> None:
@@ -304,9 +319,20 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--trial", type=int, default=None, help="trial number (default: best by validation accuracy)")
     e.add_argument("--params-max", type=int, default=None, help="best trial at or under this many params")
     e.add_argument("--epochs", type=int, default=None, help="training epochs in the module (default: the study's)")
+    e.add_argument("--confirmed", action="store_true",
+                   help="the best trial by its mean over the seeds of `budgetnas confirm`")
     e.add_argument("-o", "--output", default="best_model.py",
                    help="FILE.py: a standalone module; FILE.json: the Arch, for a study's warm_from")
     e.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("confirm", help="retrain the top trials with more seeds on validation; rank by the mean")
+    add_study_args(c)
+    c.add_argument("--top", type=int, default=3, help="how many of the best trials by validation (default 3)")
+    c.add_argument("--seeds", type=int, default=2, help="extra seeds each, in all; reruns train only the missing")
+    c.add_argument("--data-dir", default=None, help="data root (default: $BUDGETNAS_DATA, else ./data)")
+    c.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    add_engine_args(c, certify=False)
+    c.set_defaults(func=cmd_confirm)
 
     r = sub.add_parser("report", help="write the study's lab notebook (Markdown + figures)")
     add_study_args(r)

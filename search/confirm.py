@@ -1,0 +1,84 @@
+"""`budgetnas confirm`: retrain a study's top trials with more seeds, still on validation only.
+
+A study's best trial is partly its luckiest: one validation score on 5,000 images has a
+standard error of about 0.1 point, as large as the gaps between the top models
+(`studies/val_vs_test.py`). Before the test split is spent on one model, its rivals get
+more evidence: each of the top trials by validation is trained again, same data split and
+recipe, with new seeds, and ranked by the mean of all its scores. Results are stored on the
+study (user attribute `confirm`), so a rerun only trains the seeds still missing.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from functools import partial
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from search.data import Data
+from search.objective import LAST
+from search.status import completed, val_acc
+from search.train import Diverged, Engine, train
+from space import Arch, build
+
+KEY = "confirm"  # study user attribute: {trial number: {"seeds": [...], "val_last3": [...]}}
+
+
+def confirm_seed(trial_number: int, k: int) -> int:
+    """The k-th extra seed (k >= 1) of a trial; far from the study's own trial seeds."""
+    return 1_000_000 * k + trial_number
+
+
+def confirm(study: optuna.Study, data: Data, top: int, seeds: int, engine: Engine = Engine(),
+            train_fn: Callable = train, on_run: Callable[[int, int, float], None] | None = None,
+            progress: bool = False) -> dict:
+    """Give each of the `top` best trials by validation `seeds` extra trainings; returns the stored results.
+    A training that diverges scores 0%: the trial is not robust to its seed."""
+    results = dict(study.user_attrs.get(KEY, {}))
+    for t in sorted(completed(study), key=lambda t: -val_acc(t))[:top]:
+        got = results.get(str(t.number), {"seeds": [], "val_last3": []})
+        arch = Arch.from_dict(t.user_attrs["arch"])
+        for k in range(len(got["seeds"]) + 1, seeds + 1):
+            seed = confirm_seed(t.number, k)
+            try:
+                history = train_fn(partial(build, arch), arch.recipe, data, seed=seed, engine=engine,
+                                   progress=progress)
+                score = statistics.mean(h["val_acc"] for h in history[-LAST:])
+            except Diverged:
+                score = 0.0
+            got = {"seeds": got["seeds"] + [seed], "val_last3": got["val_last3"] + [score]}
+            results[str(t.number)] = got
+            study.set_user_attr(KEY, results)  # after every run: an interrupted confirm loses one training at most
+            if on_run:
+                on_run(t.number, seed, score)
+    return results
+
+
+def confirmed_scores(study: optuna.Study, trial: FrozenTrial) -> list[float]:
+    """All validation scores of a confirmed trial, its own first; [] if it was not confirmed."""
+    got = study.user_attrs.get(KEY, {}).get(str(trial.number))
+    return [val_acc(trial)] + got["val_last3"] if got else []
+
+
+def confirmed(study: optuna.Study) -> list[tuple[FrozenTrial, list[float]]]:
+    """Confirmed trials with all their validation scores, best mean first (fewer params on a tie)."""
+    rows = [(t, scores) for t in completed(study) if (scores := confirmed_scores(study, t))]
+    return sorted(rows, key=lambda r: (-statistics.mean(r[1]), r[0].user_attrs["params"]))
+
+
+def best_confirmed(study: optuna.Study) -> FrozenTrial:
+    rows = confirmed(study)
+    if not rows:
+        raise ValueError(f"study {study.study_name!r} has no confirmed trial: run `budgetnas confirm` first.")
+    return rows[0][0]
+
+
+def table(study: optuna.Study) -> str:
+    lines = [f"{'trial':>5} {'params':>7} {'val (trial)':>11} {'val (extra seeds)':<24} {'mean':>7} {'min':>7}"]
+    for t, scores in confirmed(study):
+        extra = " ".join(f"{s:.2f}" for s in scores[1:])
+        lines.append(f"{t.number:>5} {t.user_attrs['params']:>7,} {scores[0]:>10.2f}% {extra:<24} "
+                     f"{statistics.mean(scores):>6.2f}% {min(scores):>6.2f}%")
+    return "\n".join(lines)

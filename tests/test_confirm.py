@@ -1,0 +1,73 @@
+import statistics
+
+import pytest
+
+from search.cli import main
+from search.confirm import KEY, confirm, confirm_seed, confirmed
+from search.data import load
+from search.runner import run
+from search.status import completed, val_acc
+from search.train import Diverged, Engine
+from tests.test_search import cfg
+
+
+@pytest.fixture
+def study(data_root):
+    study = run(cfg(data_root, trials=3, epochs=2, budget=20_000, storage="sqlite:///studies/t.db"), engine=Engine("cpu"))
+    assert len(completed(study)) == 3  # nothing over budget: three to rank
+    return study
+
+
+def scripted(scores: dict[int, float], calls: list):
+    """A stand-in for train(): the last-3 validation score it yields is fixed per seed."""
+
+    def train(make_model, recipe, data, seed, **kw):
+        calls.append(seed)
+        if scores[seed] != scores[seed]:  # NaN stands for a run that diverges
+            raise Diverged("loss nan")
+        return [{"epoch": e, "val_acc": scores[seed]} for e in range(1, recipe.epochs + 1)]
+
+    return train
+
+
+def test_confirm_reranks_the_top_trials_by_the_mean_over_seeds(study, data_root):
+    """The trial that led on its one score loses to one that is better on average."""
+    top = sorted(completed(study), key=lambda t: -val_acc(t))[:2]
+    lead, second = top
+    scores = {confirm_seed(lead.number, 1): val_acc(lead) - 30, confirm_seed(second.number, 1): val_acc(second) + 1}
+    calls = []
+    data = load("mnist", str(data_root), val_size=200)
+    confirm(study, data, top=2, seeds=1, train_fn=scripted(scores, calls))
+    assert sorted(calls) == sorted(scores)  # each of the top 2 once, with its own new seed, none of the others
+    rows = confirmed(study)
+    assert [t.number for t, _ in rows] == [second.number, lead.number]
+    assert rows[0][1] == [val_acc(second), val_acc(second) + 1]
+    assert study.user_attrs[KEY][str(lead.number)]["seeds"] == [confirm_seed(lead.number, 1)]
+
+
+def test_confirm_reruns_train_only_missing_seeds_and_count_divergence_as_zero(study, data_root):
+    best = max(completed(study), key=val_acc)
+    calls = []
+    scores = {confirm_seed(best.number, 1): 90.0, confirm_seed(best.number, 2): float("nan")}
+    data = load("mnist", str(data_root), val_size=200)
+    confirm(study, data, top=1, seeds=1, train_fn=scripted(scores, calls))
+    confirm(study, data, top=1, seeds=2, train_fn=scripted(scores, calls))
+    assert calls == [confirm_seed(best.number, 1), confirm_seed(best.number, 2)]
+    assert study.user_attrs[KEY][str(best.number)]["val_last3"] == [90.0, 0.0]
+    assert statistics.mean(confirmed(study)[0][1]) == pytest.approx((val_acc(best) + 90.0) / 3)
+
+
+def test_confirm_and_export_confirmed_from_the_cli(study, data_root, tmp_path, capsys):
+    with pytest.raises(SystemExit):  # nothing confirmed yet: one line, exit 2
+        main(["export", "--study", "t", "--confirmed", "-o", "a.py"])
+    assert "budgetnas confirm" in capsys.readouterr().err
+    main(["confirm", "--study", "t", "--top", "2", "--seeds", "1", "--data-dir", str(data_root), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert out.count("seed 1000") == 2 and "val (extra seeds)" in out
+    main(["export", "--study", "t", "--confirmed", "-o", "a.py"])
+    chosen, scores = confirmed(study)[0]
+    source = (tmp_path / "a.py").read_text()
+    assert f"trial {chosen.number}" in source and f"mean {statistics.mean(scores):.2f}%" in source
+    with pytest.raises(SystemExit):
+        main(["confirm", "--study", "t", "--top", "0", "--data-dir", str(data_root)])
+    assert "--top and --seeds must be >= 1" in capsys.readouterr().err
