@@ -31,13 +31,21 @@ def confirm_seed(trial_number: int, k: int) -> int:
     return 1_000_000 * k + trial_number
 
 
+def top_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """The `top` best completed trials by their own validation score."""
+    trials = sorted(completed(study), key=lambda t: -val_acc(t))[:top]
+    if not trials:
+        raise ValueError(f"study {study.study_name!r} has no completed trial to confirm yet.")
+    return trials
+
+
 def confirm(study: optuna.Study, data: Data, top: int, seeds: int, engine: Engine = Engine(),
             train_fn: Callable = train, on_run: Callable[[int, int, float], None] | None = None,
             progress: bool = False) -> dict:
     """Give each of the `top` best trials by validation `seeds` extra trainings; returns the stored results.
     A training that diverges scores 0%: the trial is not robust to its seed."""
     results = dict(study.user_attrs.get(KEY, {}))
-    for t in sorted(completed(study), key=lambda t: -val_acc(t))[:top]:
+    for t in top_trials(study, top):
         got = results.get(str(t.number), {"seeds": [], "val_last3": []})
         arch = Arch.from_dict(t.user_attrs["arch"])
         for k in range(len(got["seeds"]) + 1, seeds + 1):

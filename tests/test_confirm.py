@@ -1,5 +1,6 @@
 import statistics
 
+import optuna
 import pytest
 
 from search.cli import main
@@ -71,3 +72,11 @@ def test_confirm_and_export_confirmed_from_the_cli(study, data_root, tmp_path, c
     with pytest.raises(SystemExit):
         main(["confirm", "--study", "t", "--top", "0", "--data-dir", str(data_root)])
     assert "--top and --seeds must be >= 1" in capsys.readouterr().err
+
+
+def test_confirm_needs_a_completed_trial(data_root, tmp_path, capsys):
+    (tmp_path / "studies").mkdir()
+    optuna.create_study(study_name="t", storage="sqlite:///studies/t.db", direction="maximize")
+    with pytest.raises(SystemExit):
+        main(["confirm", "--study", "t", "--data-dir", str(data_root)])
+    assert "no completed trial to confirm" in capsys.readouterr().err
