@@ -19,8 +19,10 @@ def set_threads(n: int | None) -> None:
     torch.set_num_threads(n or os.cpu_count() or 1)
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist | kmnist (IDX layout)")
+def add_data_args(p: argparse.ArgumentParser, dataset: bool = True) -> None:
+    """`dataset=False` where the dataset is a study's own (it is stored with the study)."""
+    if dataset:
+        p.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist | kmnist (IDX layout)")
     p.add_argument("--data-dir", default=None, help="data root (default: $BUDGETNAS_DATA, else ./data)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
 
@@ -330,8 +332,7 @@ def parser() -> argparse.ArgumentParser:
     add_study_args(c)
     c.add_argument("--top", type=int, default=3, help="how many of the best trials by validation (default 3)")
     c.add_argument("--seeds", type=int, default=2, help="extra seeds each, in all; reruns train only the missing")
-    c.add_argument("--data-dir", default=None, help="data root (default: $BUDGETNAS_DATA, else ./data)")
-    c.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    add_data_args(c, dataset=False)
     add_engine_args(c, certify=False)
     c.set_defaults(func=cmd_confirm)
 

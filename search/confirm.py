@@ -64,15 +64,17 @@ def confirm(study: optuna.Study, data: Data, top: int, seeds: int, engine: Engin
     return results
 
 
-def confirmed_scores(study: optuna.Study, trial: FrozenTrial) -> list[float]:
-    """All validation scores of a confirmed trial, its own first; [] if it was not confirmed."""
-    got = study.user_attrs.get(KEY, {}).get(str(trial.number))
+def confirmed_scores(study: optuna.Study, trial: FrozenTrial, results: dict | None = None) -> list[float]:
+    """All validation scores of a confirmed trial, its own first; [] if it was not confirmed.
+    `results`: the study's stored ones, when already read."""
+    got = (study.user_attrs.get(KEY, {}) if results is None else results).get(str(trial.number))
     return [val_acc(trial)] + got["val_last3"] if got else []
 
 
 def confirmed(study: optuna.Study) -> list[tuple[FrozenTrial, list[float]]]:
     """Confirmed trials with all their validation scores, best mean first (fewer params on a tie)."""
-    rows = [(t, scores) for t in completed(study) if (scores := confirmed_scores(study, t))]
+    results = study.user_attrs.get(KEY, {})  # one storage read, not one per trial
+    rows = [(t, scores) for t in completed(study) if (scores := confirmed_scores(study, t, results))]
     return sorted(rows, key=lambda r: (-statistics.mean(r[1]), r[0].user_attrs["params"]))
 
 

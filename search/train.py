@@ -144,16 +144,23 @@ def ema_decay(decay: float, step: int) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
-@torch.no_grad()
-def ema_update(pairs: list[tuple[torch.Tensor, torch.Tensor]], decay: float) -> None:
-    """average <- decay * average + (1 - decay) * current, for every (average, current) tensor
-    pair: weights and BatchNorm statistics (step counters are copied). Not torch's
-    AveragedModel: it reads its step count on the host every step (a CUDA sync per batch)."""
+def ema_split(pairs) -> tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """(average, current) tensor pairs, split once before training: the averages and currents of
+    the floats (weights, BatchNorm statistics) and the integer pairs (step counters)."""
+    pairs = list(pairs)
     floats = [(avg, cur) for avg, cur in pairs if avg.is_floating_point()]
-    torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1 - decay)  # one call, as torch's EMA does
-    for avg, cur in pairs:
-        if not avg.is_floating_point():
-            avg.copy_(cur)
+    return [a for a, _ in floats], [c for _, c in floats], [(a, c) for a, c in pairs if not a.is_floating_point()]
+
+
+@torch.no_grad()
+def ema_update(avgs: list[torch.Tensor], curs: list[torch.Tensor], counters: list[tuple[torch.Tensor, torch.Tensor]],
+               decay: float) -> None:
+    """average <- decay * average + (1 - decay) * current for the floats, in one call as torch's
+    EMA does; counters are copied. Not torch's AveragedModel: it reads its step count on the host
+    every step (a CUDA sync per batch)."""
+    torch._foreach_lerp_(avgs, curs, 1 - decay)
+    for avg, cur in counters:
+        avg.copy_(cur)
 
 
 @torch.inference_mode()
@@ -195,7 +202,7 @@ def train(
     gen = torch.Generator(device=device).manual_seed(seed)
     model = make_model().to(device)
     scored = copy.deepcopy(model) if r.ema else model  # with ema, the weight average is what is measured
-    pairs = list(zip(scored.state_dict().values(), model.state_dict().values())) if r.ema else []  # views, not copies
+    ema = ema_split(zip(scored.state_dict().values(), model.state_dict().values())) if r.ema else None  # views
     train_x, train_y = data.train.images.to(device), data.train.labels.to(device)
     splits = {"val": data.val, "test": data.test if eval_test else None}
     splits = {k: Split(s.images.to(device), s.labels.to(device)) for k, s in splits.items() if s is not None}
@@ -224,7 +231,7 @@ def train(
             opt.step()
             sched.step()
             if r.ema:
-                ema_update(pairs, ema_decay(r.ema, (epoch - 1) * steps + i))
+                ema_update(*ema, ema_decay(r.ema, (epoch - 1) * steps + i))
             loss_sum += loss.detach() * len(y)
             hits += (out.argmax(1) == y).sum()
         train_loss = loss_sum.item() / len(train_y)

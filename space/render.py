@@ -165,7 +165,9 @@ def train(data_dir, seed=0, device="cpu"):
     # with ema, what is tested is a moving average of the weights and BatchNorm statistics,
     # its decay warmed up as min(ema, (1 + step) / (10 + step))
     tested = copy.deepcopy(model) if r["ema"] else model
-    pairs = list(zip(tested.state_dict().values(), model.state_dict().values()))
+    pairs = list(zip(tested.state_dict().values(), model.state_dict().values()))  # views, not copies
+    floats = [(avg, cur) for avg, cur in pairs if avg.is_floating_point()]  # weights, BatchNorm statistics
+    counters = [(avg, cur) for avg, cur in pairs if not avg.is_floating_point()]  # BatchNorm step counts
     accuracies = []
     for epoch in range(1, r["epochs"] + 1):
         t0 = time.perf_counter()
@@ -183,11 +185,10 @@ def train(data_dir, seed=0, device="cpu"):
                 step = (epoch - 1) * steps + i
                 decay = min(r["ema"], (1 + step) / (10 + step))
                 with torch.no_grad():
-                    for avg, cur in pairs:
-                        if avg.is_floating_point():
-                            avg.lerp_(cur, 1 - decay)
-                        else:
-                            avg.copy_(cur)
+                    for avg, cur in floats:
+                        avg.lerp_(cur, 1 - decay)
+                    for avg, cur in counters:
+                        avg.copy_(cur)
         tested.eval()
         with torch.inference_mode():
             hits = sum((tested((xt[i : i + 4096].unsqueeze(1).float() / 255 - mean) / std).argmax(1)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from search.data import load
-from search.train import Diverged, Engine, augment, ema_decay, ema_update, train
+from search.train import Diverged, Engine, augment, ema_decay, ema_split, ema_update, train
 from space import Arch, Conv, Pool, Recipe, build
 
 TINY = Arch(blocks=(Conv(8), Pool(), Conv(12), Pool(), Conv(12)), head="gap", bn=True,
@@ -47,7 +47,7 @@ def test_ema_decay_warms_up_then_holds():
 
 def test_ema_update_averages_floats_and_copies_counters():
     avg, cur, n_avg, n_cur = torch.zeros(3), torch.ones(3), torch.tensor(1), torch.tensor(7)
-    ema_update([(avg, cur), (n_avg, n_cur)], 0.75)
+    ema_update(*ema_split([(avg, cur), (n_avg, n_cur)]), 0.75)
     assert torch.allclose(avg, torch.full((3,), 0.25)) and n_avg.item() == 7
 
 
