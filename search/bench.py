@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from functools import partial
 
 import torch
@@ -45,9 +46,16 @@ class PerSampleDataset(Dataset):
         return (x - self.mean) / self.std, self.split.labels[i]
 
 
-def reference_train(arch: Arch, split: Split, mean: float, std: float, epochs: int) -> list[float]:
-    """Seconds of each epoch of the reference loop over `split`."""
-    model = build(arch)
+def sync(device: torch.device) -> None:
+    """CUDA runs behind the host: wait for it before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reference_train(arch: Arch, split: Split, mean: float, std: float, epochs: int, device: torch.device) -> list[float]:
+    """Seconds of each epoch of the reference loop over `split`; with CUDA each batch is copied
+    there, as a notebook's `x.to(device)` does."""
+    model = build(arch).to(device)
     opt = make_optimizer(model, arch.recipe)
     loader = DataLoader(PerSampleDataset(split, mean, std, arch.recipe.rotate, arch.recipe.translate),
                         batch_size=128, shuffle=True)
@@ -56,60 +64,70 @@ def reference_train(arch: Arch, split: Split, mean: float, std: float, epochs: i
     for _ in range(epochs):
         t0 = time.perf_counter()
         for x, y in loader:
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x.to(device)), y.to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
+        sync(device)
         seconds.append(time.perf_counter() - t0)
     return seconds
 
 
-def reference_eval(arch: Arch, split: Split, mean: float, std: float) -> float:
-    model = build(arch).eval()
+def reference_eval(arch: Arch, split: Split, mean: float, std: float, device: torch.device) -> float:
+    model = build(arch).to(device).eval()
     loader = DataLoader(PerSampleDataset(split, mean, std, 0, 0), batch_size=1000)
     t0 = time.perf_counter()
     with torch.no_grad():
         for x, _ in loader:
-            model(x)
+            model(x.to(device))
+    sync(device)
     return time.perf_counter() - t0
 
 
-# Our engine's settings, measured one by one against the reference; the last is what `search` uses on this CPU.
+# Our engine's settings (on the bench's device), measured one by one against the reference; the
+# last is what `search` uses where the hardware has bf16 (this CPU, CUDA).
 SEARCH_ENGINE = "ours bf16+compile"
 ENGINES = {
     "reference": None,
-    "ours fp32": Engine("cpu", "fp32", "off"),
-    "ours bf16": Engine("cpu", "bf16", "off"),
-    "ours fp32+compile": Engine("cpu", "fp32", "on"),
-    "ours bf16+compile": Engine("cpu", "bf16", "on"),
+    "ours fp32": Engine(precision="fp32", compile="off"),
+    "ours bf16": Engine(precision="bf16", compile="off"),
+    "ours fp32+compile": Engine(precision="fp32", compile="on"),
+    "ours bf16+compile": Engine(precision="bf16", compile="on"),
 }
 MEASURE = "import json, sys; from search.bench import measure; print(json.dumps(measure(*json.loads(sys.argv[1]))))"
 EPOCHS = 2  # throughput is the last epoch's; the first also pays start-up (oneDNN kernels, torch.compile)
 
 
-def measure(name: str, arch_json: str, images: int, data_dir: str | None, threads: int) -> dict:
-    """One measurement in this process: images/s for training and for evaluation, start-up, peak RSS."""
+def measure(name: str, arch_json: str, images: int, data_dir: str | None, threads: int, device: str = "cpu") -> dict:
+    """One measurement in this process: images/s for training and for evaluation, start-up, peak
+    RSS (and, on CUDA, peak GPU memory)."""
     torch.set_num_threads(threads)
     arch = Arch.from_json(arch_json).with_recipe(epochs=EPOCHS)
     data = load("mnist", data_dir, val_size=0, subset=images)
-    split, engine = data.train, ENGINES[name]
+    split, engine, dev = data.train, ENGINES[name], torch.device(device)
     if engine is None:
-        seconds = reference_train(arch, split, data.mean, data.std, EPOCHS)
-        eval_s = reference_eval(arch, split, data.mean, data.std)
+        seconds = reference_train(arch, split, data.mean, data.std, EPOCHS, dev)
+        eval_s = reference_eval(arch, split, data.mean, data.std, dev)
     else:
-        history = train(partial(build, arch), arch.recipe, data, engine=engine, progress=False)
+        history = train(partial(build, arch), arch.recipe, data, engine=replace(engine, device=device), progress=False)
         seconds = [r["seconds"] for r in history]  # no val/test split here: pure training
+        on_dev = Split(split.images.to(dev), split.labels.to(dev))  # as train() holds it
         t0 = time.perf_counter()
-        evaluate(build(arch), split, data.mean, data.std, torch.device("cpu"))
+        evaluate(build(arch).to(dev), on_dev, data.mean, data.std, dev)
         eval_s = time.perf_counter() - t0
-    return {"engine": name, "train_img_s": len(split) / seconds[-1], "startup_s": max(0.0, seconds[0] - seconds[-1]),
-            "eval_img_s": len(split) / eval_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "threads": threads, "eval_batch": 1000 if engine is None else EVAL_BATCH}
+    row = {"engine": name, "device": device, "train_img_s": len(split) / seconds[-1],
+           "startup_s": max(0.0, seconds[0] - seconds[-1]), "eval_img_s": len(split) / eval_s,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "threads": threads, "eval_batch": 1000 if engine is None else EVAL_BATCH}
+    if dev.type == "cuda":
+        row["peak_gpu_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    return row
 
 
-def spawn(name: str, arch: Arch, images: int, data_dir: str | None, threads: int, cache: str) -> subprocess.Popen:
+def spawn(name: str, arch: Arch, images: int, data_dir: str | None, threads: int, cache: str,
+          device: str = "cpu") -> subprocess.Popen:
     """One measurement in a fresh process; `cache` is its torch.compile cache (empty: cold start-up)."""
-    args = json.dumps([name, arch.to_json(), images, data_dir, threads])
+    args = json.dumps([name, arch.to_json(), images, data_dir, threads, device])
     return subprocess.Popen([sys.executable, "-c", MEASURE, args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache})
 
@@ -123,27 +141,31 @@ def collect(procs: list[subprocess.Popen]) -> list[dict]:
     return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
 
 
-def run_bench(arch: Arch, images: int, data_dir: str | None, threads: int, repeats: int) -> list[dict]:
+def run_bench(arch: Arch, images: int, data_dir: str | None, threads: int, repeats: int,
+              device: str = "cpu") -> list[dict]:
     """Cycle through the engines `repeats` times (so drift hits all alike), one process at a time."""
     rows = []
     for _ in range(repeats):
         for name in ENGINES:
             with tempfile.TemporaryDirectory() as cache:
-                rows += collect([spawn(name, arch, images, data_dir, threads, cache)])
+                rows += collect([spawn(name, arch, images, data_dir, threads, cache, device)])
     return rows
 
 
 def table(rows: list[dict]) -> str:
     """Medians per engine; speedups are per repeat (each engine vs that repeat's reference), then the median."""
-    keys = ("train_img_s", "startup_s", "eval_img_s", "peak_rss_mb")
-    lines = [f"{'engine':<18} {'train img/s':>12} {'speedup':>8} {'start-up s':>11} {'eval img/s':>11} {'peak RSS MB':>12}"]
+    gpu = "peak_gpu_mb" in rows[0]
+    keys = ("train_img_s", "startup_s", "eval_img_s", "peak_rss_mb") + (("peak_gpu_mb",) if gpu else ())
+    lines = [f"{'engine':<18} {'train img/s':>12} {'speedup':>8} {'start-up s':>11} {'eval img/s':>11} {'peak RSS MB':>12}"
+             + (f" {'peak GPU MB':>12}" if gpu else "")]
     by = {name: [r for r in rows if r["engine"] == name] for name in ENGINES}
     ratios = {name: [o["train_img_s"] / r["train_img_s"] for r, o in zip(by["reference"], rs, strict=True)]
               for name, rs in by.items()}
     for name, rs in by.items():
         med = {k: statistics.median(r[k] for r in rs) for k in keys}
         lines.append(f"{name:<18} {med['train_img_s']:>12.0f} {statistics.median(ratios[name]):>8.2f} "
-                     f"{med['startup_s']:>11.1f} {med['eval_img_s']:>11.0f} {med['peak_rss_mb']:>12.0f}")
+                     f"{med['startup_s']:>11.1f} {med['eval_img_s']:>11.0f} {med['peak_rss_mb']:>12.0f}"
+                     + (f" {med['peak_gpu_mb']:>12.0f}" if gpu else ""))
     search = ratios[SEARCH_ENGINE]
     lines.append(f"per-repeat training speedups of {SEARCH_ENGINE}: {', '.join(f'{x:.2f}' for x in search)} "
                  f"(median of {len(search)})")

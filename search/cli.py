@@ -249,16 +249,21 @@ def cmd_bench(args) -> None:
     import baselines
     from search.bench import SEARCH_ENGINE, run_bench, run_workers_bench, table, workers_table
     from search.results import provenance, write_json
+    from search.train import resolve_device
 
     arch, cores = baselines.get(args.arch).arch, args.threads or os.cpu_count() or 1
     if args.workers:
+        if args.device != "cpu":
+            raise UserError("bench --workers measures CPU workers sharing the cores; leave out --device.")
         print(f"bench: {args.arch}, {args.images} training images per worker, {cores} cores shared by "
               f"{' or '.join(map(str, args.workers))} workers ({SEARCH_ENGINE}), {args.repeats} repeats")
         rows = run_workers_bench(arch, args.images, args.data_dir, cores, args.workers, args.repeats)
         print(workers_table(rows))
     else:
-        print(f"bench: {args.arch}, {args.images} training images, {cores} threads, {args.repeats} repeats of each engine")
-        rows = run_bench(arch, args.images, args.data_dir, cores, args.repeats)
+        device = str(resolve_device(args.device))
+        print(f"bench: {args.arch}, {args.images} training images, {device}, {cores} threads, "
+              f"{args.repeats} repeats of each engine")
+        rows = run_bench(arch, args.images, args.data_dir, cores, args.repeats, device)
         print(table(rows))
     if args.json:
         write_json(Path(args.json), {"arch": args.arch, "images": args.images, "rows": rows, **provenance()})
@@ -350,6 +355,7 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--workers", type=int, nargs="+", default=None,
                     help="instead: summed training img/s of K parallel workers sharing the cores, e.g. 1 2")
     bn.add_argument("--json", default=None, help="write the raw rows here")
+    bn.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto: where both loops train")
     add_data_args(bn)
     bn.set_defaults(func=cmd_bench)
 

@@ -198,6 +198,8 @@ def train(
     r = recipe
     steps = math.ceil(len(data.train) / r.batch_size)
     device, bf16, compiled = engine.resolve(steps * r.epochs)
+    if device.type == "cuda":  # fp32 means fp32: no TF32 rounding in convolutions (cuDNN's default)
+        torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     model = make_model().to(device)
