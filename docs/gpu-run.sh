@@ -11,7 +11,7 @@ OUT=${OUT:?set OUT to the folder for results}
 DEADLINE=${DEADLINE:-570}  # seconds from the start by which everything has ended
 export PYTHONUNBUFFERED=1
 left() { local s=$((DEADLINE - SECONDS)); echo $((s < $1 ? s : $1)); }  # min(cap, time left)
-bn() { python3 -m search.cli "$@"; }
+BN="python3 -m search.cli"
 step() { echo "== ${SECONDS}s $*"; }
 {
 step machine
@@ -21,15 +21,17 @@ echo "cpus $(nproc)"
 step tests
 timeout "$(left 90)" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -5
 step verify exp4 on CUDA
-timeout "$(left 100)" bn verify baselines/exp4 --seeds 3 --jobs 3 --device cuda \
+timeout "$(left 100)" $BN verify baselines/exp4 --seeds 3 --jobs 3 --device cuda \
     --json "$OUT/verify-exp4-cuda.json" > "$OUT/verify-exp4-cuda.log" 2>&1
 echo "verify rc=$?"; tail -2 "$OUT/verify-exp4-cuda.log"
 step bench on CUDA
-timeout "$(left 120)" bn bench --arch exp4 --images 10000 --repeats 1 --device cuda \
+# Torch's threads at 4, not all 16: at 16 (and 10,000 images) this step did not end inside
+# its box on the H100 (2026-11-26); why was not looked into.
+timeout "$(left 120)" $BN bench --arch exp4 --images 5000 --threads 4 --repeats 1 --device cuda \
     --json "$OUT/bench-cuda.json" 2>&1 | tail -9
 step study
 stop=$(left 400); trials_until=$((stop - 100))  # start no trial in the last 100 s: let running ones end
-timeout -s INT "$stop" bn search --config studies/mnist-sep-gpu/study.toml --timeout "$trials_until" \
+timeout -s INT "$stop" $BN search --config studies/mnist-sep-gpu/study.toml --timeout "$trials_until" \
     --workers 12 --device cuda --precision fp32 --compile off > "$OUT/search.log" 2>&1
 echo "search rc=$? (new trials for ${trials_until}s, hard stop ${stop}s)"; tail -12 "$OUT/search.log"
 cp studies/mnist-sep-gpu.journal "$OUT/"

@@ -27,7 +27,18 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from search.data import Split, load
-from search.train import EVAL_BATCH, Engine, augment, evaluate, make_optimizer, threads_each, to_unit, train
+from search.train import (
+    EVAL_BATCH,
+    Engine,
+    augment,
+    bf16_pays,
+    compile_pays,
+    evaluate,
+    make_optimizer,
+    threads_each,
+    to_unit,
+    train,
+)
 from space import Arch, build
 
 
@@ -84,9 +95,7 @@ def reference_eval(arch: Arch, split: Split, mean: float, std: float, device: to
     return time.perf_counter() - t0
 
 
-# Our engine's settings (on the bench's device), measured one by one against the reference; the
-# last is what `search` uses where the hardware has bf16 (this CPU, CUDA).
-SEARCH_ENGINE = "ours bf16+compile"
+# Our engine's settings (on the bench's device), measured one by one against the reference.
 ENGINES = {
     "reference": None,
     "ours fp32": Engine(precision="fp32", compile="off"),
@@ -94,6 +103,14 @@ ENGINES = {
     "ours fp32+compile": Engine(precision="fp32", compile="on"),
     "ours bf16+compile": Engine(precision="bf16", compile="on"),
 }
+
+
+def search_engine(device: str) -> str:
+    """The setting `search` trains with on `device` (Engine's auto): the one `speedup=` reports."""
+    dev = torch.device(device)
+    return f"ours {'bf16' if bf16_pays(dev) else 'fp32'}{'+compile' if compile_pays(dev) else ''}"
+
+
 MEASURE = "import json, sys; from search.bench import measure; print(json.dumps(measure(*json.loads(sys.argv[1]))))"
 EPOCHS = 2  # throughput is the last epoch's; the first also pays start-up (oneDNN kernels, torch.compile)
 
@@ -166,8 +183,9 @@ def table(rows: list[dict]) -> str:
         lines.append(f"{name:<18} {med['train_img_s']:>12.0f} {statistics.median(ratios[name]):>8.2f} "
                      f"{med['startup_s']:>11.1f} {med['eval_img_s']:>11.0f} {med['peak_rss_mb']:>12.0f}"
                      + (f" {med['peak_gpu_mb']:>12.0f}" if gpu else ""))
-    search = ratios[SEARCH_ENGINE]
-    lines.append(f"per-repeat training speedups of {SEARCH_ENGINE}: {', '.join(f'{x:.2f}' for x in search)} "
+    engine = search_engine(rows[0].get("device", "cpu"))
+    search = ratios[engine]
+    lines.append(f"per-repeat training speedups of {engine}: {', '.join(f'{x:.2f}' for x in search)} "
                  f"(median of {len(search)})")
     lines.append(f"speedup={statistics.median(search):.2f}")
     return "\n".join(lines)
@@ -185,7 +203,7 @@ def run_workers_bench(arch: Arch, images: int, data_dir: str | None, cores: int,
         for k in ks:
             threads = threads_each(k, cores)
             with tempfile.TemporaryDirectory() as cache:  # shared by the K workers, as on one machine
-                each = [r["train_img_s"] for r in collect([spawn(SEARCH_ENGINE, arch, images, data_dir, threads, cache)
+                each = [r["train_img_s"] for r in collect([spawn(search_engine("cpu"), arch, images, data_dir, threads, cache)
                                                            for _ in range(k)])]
             rows.append({"workers": k, "threads": threads, "train_img_s": sum(each), "per_worker": each})
     return rows

@@ -35,9 +35,9 @@ def add_engine_args(p: argparse.ArgumentParser, certify: bool) -> None:
     precision, compile_ = ("fp32", "off") if certify else ("auto", "auto")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
     p.add_argument("--precision", default=precision, choices=("auto", "fp32", "bf16"),
-                   help=f"bf16 autocast for convolutions; auto: where the hardware has native bf16 (default: {precision})")
+                   help=f"bf16 autocast for convolutions; auto: where it pays, a CPU with native bf16 (default: {precision})")
     p.add_argument("--compile", default=compile_, choices=("auto", "on", "off"),
-                   help=f"torch.compile the model; auto: for runs long enough to repay it (default: {compile_})")
+                   help=f"torch.compile the model; auto: on a CPU, for runs long enough to repay it (default: {compile_})")
 
 
 def engine_of(args):
@@ -247,7 +247,7 @@ def cmd_bench(args) -> None:
     from pathlib import Path
 
     import baselines
-    from search.bench import SEARCH_ENGINE, run_bench, run_workers_bench, table, workers_table
+    from search.bench import run_bench, run_workers_bench, search_engine, table, workers_table
     from search.results import provenance, write_json
     from search.train import resolve_device
 
@@ -256,7 +256,7 @@ def cmd_bench(args) -> None:
         if args.device != "cpu":
             raise UserError("bench --workers measures CPU workers sharing the cores; leave out --device.")
         print(f"bench: {args.arch}, {args.images} training images per worker, {cores} cores shared by "
-              f"{' or '.join(map(str, args.workers))} workers ({SEARCH_ENGINE}), {args.repeats} repeats")
+              f"{' or '.join(map(str, args.workers))} workers ({search_engine('cpu')}), {args.repeats} repeats")
         rows = run_workers_bench(arch, args.images, args.data_dir, cores, args.workers, args.repeats)
         print(workers_table(rows))
     else:

@@ -46,11 +46,17 @@ def threads_each(processes: int, cores: int | None = None) -> int:
     return max(1, (cores or os.cpu_count() or 1) // processes)
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Does this device compute bf16 in hardware (CPU: AVX-512 BF16 / AMX through oneDNN)?"""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+def bf16_pays(device: torch.device) -> bool:
+    """Does bf16 autocast make training faster here? On a CPU with native bf16 (AVX-512 BF16 /
+    AMX through oneDNN), yes. On CUDA, no: these small models are launch-bound there and bf16
+    only adds cast kernels (`budgetnas bench --device cuda`: 0.64x of fp32 for exp4 on an H100)."""
     return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def compile_pays(device: torch.device) -> bool:
+    """Can torch.compile make long runs faster here? On a CPU with a C++ compiler, yes. On CUDA,
+    no: eager exp4 trains faster than compiled on an H100 (`budgetnas bench --device cuda`)."""
+    return device.type == "cpu" and bool(shutil.which("c++") or shutil.which("g++"))
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,9 @@ class Engine:
 
     `precision="bf16"` runs convolutions and matmuls under bf16 autocast (weights, BN
     statistics and the loss stay fp32); it changes rounding, so its accuracy parity with
-    fp32 is measured (README, Performance). `"auto"` means bf16 where the hardware has it.
-    `compile="auto"` compiles runs of at least COMPILE_MIN_STEPS optimizer steps.
+    fp32 is measured (README, Performance). `"auto"` means bf16 where it pays (`bf16_pays`).
+    `compile="auto"` compiles runs of at least COMPILE_MIN_STEPS optimizer steps where that
+    pays (`compile_pays`).
     """
 
     device: str = "auto"
@@ -80,14 +87,13 @@ class Engine:
         """The same engine with `precision="auto"` decided for this machine (for the record)."""
         if self.precision != "auto":
             return self
-        return replace(self, precision="bf16" if native_bf16(resolve_device(self.device)) else "fp32")
+        return replace(self, precision="bf16" if bf16_pays(resolve_device(self.device)) else "fp32")
 
     def resolve(self, steps: int) -> tuple[torch.device, bool, bool]:
         """(device, bf16?, compile?) for a run of `steps` optimizer steps."""
         device = resolve_device(self.device)
-        bf16 = self.precision == "bf16" or (self.precision == "auto" and native_bf16(device))
-        can_compile = device.type == "cuda" or shutil.which("c++") or shutil.which("g++")
-        compiled = self.compile == "on" or (self.compile == "auto" and steps >= COMPILE_MIN_STEPS and bool(can_compile))
+        bf16 = self.precision == "bf16" or (self.precision == "auto" and bf16_pays(device))
+        compiled = self.compile == "on" or (self.compile == "auto" and steps >= COMPILE_MIN_STEPS and compile_pays(device))
         return device, bf16, compiled
 
 

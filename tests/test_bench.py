@@ -1,7 +1,7 @@
 """`budgetnas bench`: each measurement runs, and the tables compute speedups per repeat."""
 
 import baselines
-from search.bench import ENGINES, measure, table, workers_table
+from search.bench import ENGINES, measure, search_engine, table, workers_table
 
 
 def test_measure_reference_and_ours(data_root):
@@ -18,6 +18,14 @@ def test_table_takes_the_median_of_per_repeat_speedups():
         rows += [{**base, "engine": name, "train_img_s": ref if name == "reference" else ours} for name in ENGINES]
     out = table(rows)
     assert out.splitlines()[-1] == "speedup=2.00" and "2.50, 1.50, 2.00" in out
+
+
+def test_speedup_is_the_engine_search_uses_on_the_device():
+    base = {"startup_s": 0.0, "eval_img_s": 1.0, "peak_rss_mb": 1.0, "peak_gpu_mb": 1.0, "device": "cuda"}
+    speed = {"reference": 100, "ours fp32": 500, "ours bf16": 300, "ours fp32+compile": 400, "ours bf16+compile": 350}
+    out = table([{**base, "engine": name, "train_img_s": speed[name]} for name in ENGINES])
+    assert search_engine("cuda") == "ours fp32" and out.splitlines()[-1] == "speedup=5.00"
+    assert "peak GPU MB" in out.splitlines()[0]
 
 
 def test_workers_table_names_the_faster_count():

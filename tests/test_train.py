@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from search.data import load
-from search.train import Diverged, Engine, augment, ema_decay, ema_split, ema_update, train
+from search.train import Diverged, Engine, augment, bf16_pays, compile_pays, ema_decay, ema_split, ema_update, train
 from space import Arch, Conv, Pool, Recipe, build
 
 TINY = Arch(blocks=(Conv(8), Pool(), Conv(12), Pool(), Conv(12)), head="gap", bn=True,
@@ -99,6 +99,11 @@ def test_engine_resolves_precision_and_compile():
         Engine(precision="fp16")
     with pytest.raises(ValueError, match="compile must be"):
         Engine(compile="yes")
+
+
+def test_auto_engine_is_fp32_eager_on_cuda():  # `bench --device cuda`: bf16 and compile were both slower there
+    cuda = torch.device("cuda")  # a device object only: no GPU needed
+    assert not bf16_pays(cuda) and not compile_pays(cuda)
 
 
 def test_compiled_bf16_training_learns(data_root):
