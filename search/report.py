@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import optuna
 
+from search.confirm import confirmed
 from search.results import baseline_markdown
 from search.status import best_trial, completed, pareto_front, prune_counts, seconds_spent, val_acc
 
@@ -124,7 +125,24 @@ def search_section(study: optuna.Study) -> list[str]:
         analysis += (f" Trial {t.number}, warm-started from {t.user_attrs['warm_from']}, has "
                      f"{t.user_attrs['params']:,} parameters and {val_acc(t):.2f}%.")
     lines += ["", "![validation accuracy vs parameters](front.png)", "", "**Analysis.** " + analysis, ""]
-    return lines
+    return lines + confirm_lines(study, b)
+
+
+def confirm_lines(study: optuna.Study, best: optuna.trial.FrozenTrial) -> list[str]:
+    """The top trials retrained with new seeds (`budgetnas confirm`), if they were; else nothing."""
+    rows = confirmed(study)
+    if not rows:
+        return []
+    title = ("**Confirmation** (`budgetnas confirm`: the top trials retrained with new seeds, on validation only; "
+             "best mean first):")
+    lines = [title, "", "| trial | params | val (trial) | val (new seeds) | mean |", "|---:|---:|---:|---|---:|"]
+    lines += [f"| {t.number} | {t.user_attrs['params']:,} | {scores[0]:.2f}% | "
+              f"{' '.join(f'{x:.2f}%' for x in scores[1:])} | {statistics.mean(scores):.2f}% |" for t, scores in rows]
+    c, scores = rows[0]
+    same = "the same trial as the best by its own score" if c.number == best.number else f"not trial {best.number}"
+    choice = (f"The confirmed choice (`budgetnas export --confirmed`) is trial {c.number}, "
+              f"{c.user_attrs['params']:,} parameters, mean {statistics.mean(scores):.2f}% over {len(scores)} seeds: {same}.")
+    return lines + ["", choice, ""]
 
 
 def verify_section(verify: dict, exp4_runs: list[dict], figure: str) -> list[str]:

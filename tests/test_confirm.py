@@ -69,6 +69,9 @@ def test_confirm_and_export_confirmed_from_the_cli(study, data_root, tmp_path, c
     chosen, scores = confirmed(study)[0]
     source = (tmp_path / "a.py").read_text()
     assert f"trial {chosen.number}" in source and f"mean {statistics.mean(scores):.2f}%" in source
+    main(["report", "--study", "t", "-o", "REPORT.md"])  # the report shows the confirmation and its choice
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "**Confirmation**" in report and f"confirmed choice (`budgetnas export --confirmed`) is trial {chosen.number}," in report
     with pytest.raises(SystemExit):
         main(["confirm", "--study", "t", "--top", "0", "--data-dir", str(data_root)])
     assert "--top and --seeds must be >= 1" in capsys.readouterr().err
