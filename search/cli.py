@@ -180,15 +180,12 @@ def cmd_export(args) -> None:
 
 def cmd_confirm(args) -> None:
     from search import confirm as C
-    from search import data as D
 
     if args.top < 1 or args.seeds < 1:
         raise UserError(f"--top and --seeds must be >= 1, but got {args.top} and {args.seeds}.")
     study = load_existing_study(args.study, args.storage)
     C.top_trials(study, args.top)  # nothing to confirm: say so before loading any data
-    fp = study.user_attrs.get("budgetnas", {})
-    data = D.load(fp.get("dataset", "mnist"), args.data_dir, val_size=fp.get("val_size", 5000), subset=fp.get("subset"))
-    C.confirm(study, data, args.top, args.seeds, engine_of(args),
+    C.confirm(study, C.study_data(study, args.data_dir), args.top, args.seeds, engine_of(args),
               on_run=lambda n, seed, score: print(f"trial {n:>4} seed {seed}: val {score:.2f}% (mean of last 3)"),
               progress=True)
     print(C.table(study))

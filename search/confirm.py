@@ -17,13 +17,22 @@ from functools import partial
 import optuna
 from optuna.trial import FrozenTrial
 
-from search.data import Data
+from search.data import Data, load
 from search.objective import LAST
 from search.status import completed, val_acc
+from search.study import fingerprint_of
 from search.train import Diverged, Engine, train
 from space import Arch, build
 
 KEY = "confirm"  # study user attribute: {trial number: {"seeds": [...], "val_last3": [...]}}
+
+
+def study_data(study: optuna.Study, data_dir) -> Data:
+    """The data the study's trials were scored on: its dataset, validation split and subset."""
+    fp = fingerprint_of(study)
+    if not fp:
+        raise ValueError(f"study {study.study_name!r} was not made by `budgetnas search`: its data is not recorded.")
+    return load(fp["dataset"], data_dir, val_size=fp["val_size"], subset=fp["subset"])
 
 
 def confirm_seed(trial_number: int, k: int) -> int:

@@ -10,6 +10,7 @@ import optuna
 
 from search.confirm import best_confirmed, confirmed_scores
 from search.status import best_trial
+from search.study import fingerprint_of
 from space import Arch
 from space.render import render
 
@@ -38,7 +39,7 @@ def export(study: optuna.Study, out: Path, number: int | None = None, params_max
     arch = Arch.from_dict(trial.user_attrs["arch"])
     if epochs is not None:
         arch = arch.with_recipe(epochs=epochs)
-    fp = study.user_attrs.get("budgetnas", {})
+    fp = fingerprint_of(study)
     provenance = {
         "Study": f"{study.study_name}, trial {trial.number}"
         + (f" (baseline {trial.user_attrs['baseline']})" if "baseline" in trial.user_attrs else ""),

@@ -17,6 +17,7 @@ import optuna
 from search.confirm import confirmed
 from search.results import baseline_markdown
 from search.status import best_trial, completed, pareto_front, prune_counts, seconds_spent, val_acc
+from search.study import fingerprint_of
 
 
 def save(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
@@ -46,7 +47,7 @@ def plot_front(study: optuna.Study, path: Path) -> None:
             ax.scatter(t.user_attrs["params"], val_acc(t), marker="*", s=160, c="C3", zorder=3)
             ax.annotate(origin, (t.user_attrs["params"], val_acc(t)), xytext=(5, -10),
                         textcoords="offset points", color="C3")
-    budget = study.user_attrs.get("budgetnas", {}).get("budget")
+    budget = fingerprint_of(study).get("budget")
     if budget:
         ax.axvline(budget, ls="--", c="0.3", lw=1, label=f"budget {budget:,}")
     accs = sorted(val_acc(t) for t in done)
@@ -67,7 +68,7 @@ def plot_verify(verify: dict, path: Path) -> None:
 
 
 def search_section(study: optuna.Study) -> list[str]:
-    fp = study.user_attrs.get("budgetnas", {})
+    fp = fingerprint_of(study)
     cfg = study.user_attrs.get("config", {})
     trials = study.get_trials(deepcopy=False)
     done = completed(study)

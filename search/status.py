@@ -8,6 +8,8 @@ from collections import Counter
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.study import fingerprint_of
+
 
 def val_acc(t: FrozenTrial) -> float:
     return t.values[0]
@@ -57,7 +59,7 @@ def seconds_spent(study: optuna.Study) -> float:
 def summary(study: optuna.Study) -> str:
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
-    budget = study.user_attrs.get("budgetnas", {}).get("budget")
+    budget = fingerprint_of(study).get("budget")
     lines = [(f"study {study.study_name}: {len(trials)} trials, budget {budget} params, "
              f"{seconds_spent(study) / 60:.1f} min of training"),
              "  by state: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())),

@@ -86,6 +86,11 @@ class StudyConfig:
         return {**asdict(self), "space": self.space.to_dict()}
 
 
+def fingerprint_of(study: optuna.Study) -> dict:
+    """What `study` was created with (StudyConfig.fingerprint), as stored on it; {} if nothing is."""
+    return study.user_attrs.get(FINGERPRINT, {})
+
+
 def load_config(path: str | Path | None, **overrides) -> StudyConfig:
     """Defaults, then the TOML file ([study] and [space] tables), then non-None overrides."""
     d: dict = {}
