@@ -10,6 +10,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna_dashboard import save_note
 
+from search.data import split_words
 from space import Arch, Conv
 from space.render import render
 
@@ -88,7 +89,7 @@ def study_note(study: optuna.Study, config: dict) -> None:
     save_note(study, f"""### Target
 The most accurate CNN under **{config['budget']:,} parameters** on {config['dataset']}, objective
 `{config['objective']}`, {config['epochs']} epochs a trial on {config['subset'] or 'all'} training images,
-selected on {config['val_size']} held-out validation images (never the test split).
+selected on {config['val_size']} held-out validation images ({split_words(config['val_split'])}; never the test split).
 
 ### Space
 | knob | range / choices |

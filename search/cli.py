@@ -8,6 +8,8 @@ import sys
 
 import torch
 
+from search.data import VAL_SPLITS
+
 EXIT_USAGE = 2  # bad input: a path, a file, a value; one line on stderr
 
 
@@ -122,7 +124,7 @@ def cmd_search(args) -> None:
 
     cfg = load_config(args.config, name=args.study, budget=args.budget, trials=args.trials, timeout=args.timeout,
                       epochs=args.epochs, storage=args.storage, objective=args.objective, seed=args.seed,
-                      subset=args.subset, val_size=args.val_size, dataset=args.dataset, data_dir=args.data_dir, pruner=args.pruner,
+                      subset=args.subset, val_size=args.val_size, val_split=args.val_split, dataset=args.dataset, data_dir=args.data_dir, pruner=args.pruner,
                       warm_start=args.warm_start, dry_run=args.dry_run or None)
     study = run_workers(cfg, args.workers, engine_of(args))
     if cfg.dry_run:
@@ -305,6 +307,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="sampler seed; trial seeds derive from it")
     s.add_argument("--subset", type=int, default=None, help="train on N training images (smoke runs)")
     s.add_argument("--val-size", type=int, default=None, help="validation images held out from train (default 5000)")
+    s.add_argument("--val-split", choices=VAL_SPLITS, default=None,
+                   help="hold out a random sample (default) or the tail of the training file (writer-ordered data)")
     s.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
                    help="enqueue the four baselines first (default: yes)")
     s.add_argument("--dry-run", action="store_true", help="sample and count only; in memory, no training")

@@ -32,7 +32,8 @@ def study_data(study: optuna.Study, data_dir) -> Data:
     fp = fingerprint_of(study)
     if not fp:
         raise ValueError(f"study {study.study_name!r} was not made by `budgetnas search`: its data is not recorded.")
-    return load(fp["dataset"], data_dir, val_size=fp["val_size"], subset=fp["subset"])
+    return load(fp["dataset"], data_dir, val_size=fp["val_size"], subset=fp["subset"],
+                val_split=fp["val_split"])
 
 
 def confirm_seed(trial_number: int, k: int) -> int:

@@ -1,5 +1,13 @@
 """IDX datasets (MNIST and friends) as whole uint8 tensors, with a fixed train/validation split.
 
+The validation split is either a seeded random sample of the training file (`random`) or
+its last `val_size` images (`tail`). MNIST's test writers are disjoint from its training
+writers, and its training file is ordered by writer: the slant of an image correlates with
+the slant of the image two places on, 0.48, and of the one 1,000 places on, 0.18
+(`python studies/val_split/order.py`). A random split therefore scores a model on writers it
+trained on; a tail split keeps all but the boundary's writers out of training, as the
+test split does.
+
 Layout is torchvision's: `<root>/<Folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`.
 Files are read with gzip + numpy and checked (magic number, counts, image size); any
 problem raises `DataError` with one line naming the file. Root resolution:
@@ -25,6 +33,11 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
+VAL_SPLITS = ("random", "tail")  # how the validation images are taken from the training file
+
+
+def split_words(val_split: str) -> str:
+    return "the last ones of the training file" if val_split == "tail" else "a seeded random sample"
 
 
 @dataclass(frozen=True)
@@ -159,12 +172,16 @@ def load(
     split_seed: int = 0,
     subset: int | None = None,
     allow_download: bool = True,
+    val_split: str = "random",
 ) -> Data:
     """Train/val/test as uint8 tensors. `val_size=0` trains on the full training split.
 
     The validation split is a fixed random sample (seeded by `split_seed`) of the training
-    files; `subset` then keeps only the first N training images (for smoke runs).
+    files, or with `val_split="tail"` their last `val_size` images; `subset` then keeps only
+    the first N training images (for smoke runs).
     """
+    if val_split not in VAL_SPLITS:
+        raise ValueError(f"val_split must be one of {VAL_SPLITS}, but got {val_split!r}.")
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
     source = DATASETS[dataset]
@@ -177,7 +194,10 @@ def load(
     full, test = read_split(raw_dir, "train"), read_split(raw_dir, "test")
     if not 0 <= val_size < len(full):
         raise ValueError(f"val_size must be in [0, {len(full)}), but got {val_size}.")
-    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(split_seed))
+    if val_split == "tail":
+        order = torch.arange(len(full)).roll(val_size)  # the last val_size first, then the rest in file order
+    else:
+        order = torch.randperm(len(full), generator=torch.Generator().manual_seed(split_seed))
     val_idx, train_idx = order[:val_size], order[val_size:]
     if subset is not None:
         train_idx = train_idx[:subset]

@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 
 from search.confirm import best_confirmed, confirmed_scores
+from search.data import split_words
 from search.status import best_trial
 from search.study import fingerprint_of
 from space import Arch
@@ -45,7 +46,7 @@ def export(study: optuna.Study, out: Path, number: int | None = None, params_max
         + (f" (baseline {trial.user_attrs['baseline']})" if "baseline" in trial.user_attrs else ""),
         "Budget": f"{fp.get('budget')} params; this model has {trial.user_attrs['params']}",
         "Validation accuracy": f"{trial.values[0]:.2f}% (mean of the last 3 of {fp.get('epochs')} epochs, "
-        f"{fp.get('val_size')} held-out training images of {fp.get('dataset')})",
+        f"{fp.get('val_size')} held-out training images of {fp.get('dataset')}, {split_words(fp.get('val_split'))})",
         **confirmation(study, trial),
         "Exported": f"{date.today().isoformat()} by `budgetnas export`",
     }

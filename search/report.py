@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import optuna
 
 from search.confirm import confirmed
+from search.data import split_words
 from search.results import baseline_markdown
 from search.status import best_trial, completed, pareto_front, prune_counts, seconds_spent, val_acc
 from search.study import fingerprint_of
@@ -81,7 +82,7 @@ def search_section(study: optuna.Study) -> list[str]:
         "",
         f"**Target.** The most accurate model under {fp.get('budget', 0):,} parameters, selected on "
         f"validation accuracy (mean of the last 3 of {fp.get('epochs')} epochs, {fp.get('val_size')} images held "
-        f"out from the training files; the test split is not used). Objective: {fp.get('objective')}; pruner: "
+        f"out from the training files, {split_words(fp.get('val_split'))}; the test split is not used). Objective: {fp.get('objective')}; pruner: "
         f"{cfg.get('pruner')}; training images per trial: {fp.get('subset') or 'all'}; sampler: TPE with the "
         "parameter budget as a constraint. Space: "
         + ", ".join(f"{k} {v}" for k, v in fp.get("space", {}).items()) + ".",

@@ -50,10 +50,14 @@ class _NoInterruptTraceback(logging.Filter):
 NO_INTERRUPT_TRACEBACK = _NoInterruptTraceback()
 
 
+def load_data(cfg: StudyConfig) -> D.Data:
+    return D.load(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, subset=cfg.subset, val_split=cfg.val_split)
+
+
 def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int = 0) -> optuna.Study:
     """Optimize `cfg.trials` more trials (or until `cfg.timeout`) and return the study."""
     optuna.logging.get_logger("optuna.study._optimize").addFilter(NO_INTERRUPT_TRACEBACK)  # once: a set
-    data = None if cfg.dry_run else D.load(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, subset=cfg.subset)
+    data = None if cfg.dry_run else load_data(cfg)
     if data is not None and data.val is None:
         raise ValueError("a search needs a validation split: val_size must be > 0.")
     if storage is None and cfg.dry_run:  # a dry run never touches the real study
@@ -120,7 +124,7 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
     if cfg.dry_run or cfg.storage_url.startswith("sqlite"):
         raise ValueError("--workers > 1 needs a storage that several processes can share safely: "
                          "--storage journal:studies/NAME.journal (one machine) or a postgresql:// URL.")
-    D.load(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, subset=cfg.subset)  # fail here, not in K workers
+    load_data(cfg)  # fail here, not in K workers
     open_study(cfg)
     threads = threads_each(workers)
     ctx = multiprocessing.get_context("spawn")

@@ -24,12 +24,14 @@ except ModuleNotFoundError:  # Python 3.10
 
 import baselines
 from search.annotate import study_note
+from search.data import VAL_SPLITS
 from space import Arch, Conv, Pool, SpaceConfig, count_params, params_of
 from space.sample import fits, params_in
 
 OBJECTIVES = ("accuracy", "pareto")
 PRUNERS = ("median", "halving", "hyperband", "none")
 FINGERPRINT = "budgetnas"  # study user attribute holding what the study was created with
+ADDED_SINCE = {"val_split": "random"}  # fingerprint settings added after the first studies: what they meant
 
 
 class StudyError(ValueError):
@@ -49,6 +51,7 @@ class StudyConfig:
     dataset: str = "mnist"  # any 28x28 grey-scale 10-class IDX dataset
     data_dir: str | None = None  # data root; default $BUDGETNAS_DATA, else ./data
     val_size: int = 5000  # validation images held out from train; selection uses them only
+    val_split: str = "random"  # random | tail: which training images are held out (search.data)
     subset: int | None = None  # train on the first N training images (smoke runs)
     storage: str | None = None  # Optuna storage URL; default sqlite:///studies/NAME.db
     warm_start: bool = True  # enqueue the four baselines first
@@ -66,6 +69,8 @@ class StudyConfig:
             raise StudyError(f"pruner must be one of {PRUNERS}, but got {self.pruner!r}.")
         if self.heartbeat < 1:
             raise StudyError(f"heartbeat must be >= 1 second, but got {self.heartbeat}.")
+        if self.val_split not in VAL_SPLITS:
+            raise StudyError(f"val_split must be one of {VAL_SPLITS}, but got {self.val_split!r}.")
         if self.trials < 1 or self.epochs < 1:
             raise StudyError(f"trials and epochs must be >= 1, but got {self.trials}, {self.epochs}.")
         check_storage_url(self.storage_url)
@@ -80,15 +85,18 @@ class StudyConfig:
     def fingerprint(self) -> dict:
         """What must not change when a study is resumed."""
         return {"budget": self.budget, "objective": self.objective, "epochs": self.epochs, "dataset": self.dataset,
-                "val_size": self.val_size, "subset": self.subset, "space": self.space.to_dict()}
+                "val_size": self.val_size, "val_split": self.val_split, "subset": self.subset,
+                "space": self.space.to_dict()}
 
     def to_dict(self) -> dict:
         return {**asdict(self), "space": self.space.to_dict()}
 
 
 def fingerprint_of(study: optuna.Study) -> dict:
-    """What `study` was created with (StudyConfig.fingerprint), as stored on it; {} if nothing is."""
-    return study.user_attrs.get(FINGERPRINT, {})
+    """What `study` was created with (StudyConfig.fingerprint), as stored on it; {} if nothing is.
+    A setting added since the study was made counts as its default."""
+    fp = study.user_attrs.get(FINGERPRINT)
+    return {**ADDED_SINCE, **fp, "space": {**SpaceConfig().to_dict(), **fp.get("space", {})}} if fp else {}
 
 
 def load_config(path: str | Path | None, **overrides) -> StudyConfig:
@@ -258,8 +266,8 @@ def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
     study = optuna.create_study(study_name=cfg.name, storage=storage, directions=directions,
                                 sampler=make_sampler(cfg, worker), pruner=make_pruner(cfg), load_if_exists=True)
     fp = cfg.fingerprint()
-    old = study.user_attrs.get(FINGERPRINT)
-    if old is None:
+    old = fingerprint_of(study)
+    if not old:
         if study.trials:
             raise StudyError(f"study {cfg.name!r} exists in {cfg.storage_url} but was not made by budgetnas.")
         warm = warm_params(cfg) if cfg.warm_start else {}  # a bad file stops us before the study is stamped
@@ -277,7 +285,6 @@ def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
         for path, params in warm.items():
             study.enqueue_trial(params, user_attrs={"warm_from": path}, skip_if_exists=True)
         return study
-    old = {**old, "space": {**SpaceConfig().to_dict(), **old["space"]}}  # a knob added since counts as its default
     if old != fp:
         changed = sorted(k for k in fp if fp[k] != old.get(k))
         detail = "; ".join(f"{k}: was {old.get(k)!r}, now {fp[k]!r}" for k in changed if k != "space")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from search.data import DataError, load, read_idx, resolve_root
+from search.data import DataError, load, read_idx, read_split, resolve_root
 from tests.conftest import idx_bytes, write_idx_dataset
 
 
@@ -27,6 +27,15 @@ def test_split_is_deterministic_and_disjoint(data_root):
     assert not torch.equal(a.val.images, c.val.images)
     full = load("mnist", data_root, val_size=0)
     assert full.val is None and len(full.train) == len(a.train) + len(a.val)
+
+
+def test_tail_split_holds_out_the_end_of_the_training_file(data_root):
+    file, tail = read_split(data_root / "MNIST" / "raw", "train"), load("mnist", data_root, val_size=200, val_split="tail")
+    assert torch.equal(tail.val.images, file.images[-200:])  # the last 200, in file order
+    assert torch.equal(tail.train.images, file.images[:-200])
+    assert not torch.equal(tail.val.images, load("mnist", data_root, val_size=200).val.images)
+    with pytest.raises(ValueError, match="val_split must be one of"):
+        load("mnist", data_root, val_size=200, val_split="head")
 
 
 def test_truncated_file_names_the_file(data_root):

@@ -12,6 +12,7 @@ from search.study import (
     FINGERPRINT,
     StudyConfig,
     StudyError,
+    fingerprint_of,
     load_config,
     make_pruner,
     make_storage,
@@ -120,6 +121,18 @@ def test_a_study_made_before_a_space_knob_existed_still_resumes(data_root):
     assert open_study(cfg(data_root)).study_name == "t"  # the missing knob counts as its default
     with pytest.raises(StudyError, match="space: changed"):
         open_study(cfg(data_root, space=replace(SMALL, ema=(0.998,))))
+
+
+def test_a_study_made_before_val_split_existed_resumes_as_random(data_root):
+    study = open_study(cfg(data_root))
+    old = study.user_attrs[FINGERPRINT]
+    del old["val_split"]  # as stored before the setting was added
+    study.set_user_attr(FINGERPRINT, old)
+    assert fingerprint_of(open_study(cfg(data_root)))["val_split"] == "random"
+    with pytest.raises(StudyError, match="val_split: was 'random', now 'tail'"):
+        open_study(cfg(data_root, val_split="tail"))
+    with pytest.raises(StudyError, match="val_split must be one of"):
+        cfg(data_root, val_split="head")
 
 
 def test_warm_start_enqueues_the_baselines(data_root):
