@@ -5,7 +5,7 @@ its last `val_size` images (`tail`). MNIST's test writers are disjoint from its 
 writers, and its training file is ordered by writer: the slant of an image correlates with
 the slant of the image two places on, 0.48, and of the one 1,000 places on, 0.18
 (`python studies/val_split/order.py`). A random split therefore scores a model on writers it
-trained on; a tail split keeps all but the boundary's writers out of training, as the
+trained on; a tail split keeps most of its writers out of training, as the
 test split does.
 
 Layout is torchvision's: `<root>/<Folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`.
