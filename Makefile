@@ -10,7 +10,7 @@ ifneq ($(SHARED),)
 export BUDGETNAS_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: setup search test test-browser test-slow lint clean
+.PHONY: setup drill search test test-browser test-slow lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+drill: setup  ## the main job: a short drill on MNIST, budget -> verified module (low fidelity, ~10 min on 2 cores)
+	$(BIN)/budgetnas drill --name quick-drill --budget 8000 --hours 0.17 --epochs 3 --subset 10000 --seeds 2
+	$(BIN)/budgetnas status --study quick-drill
 
 search: setup  ## a small default study on MNIST (a few minutes on 2 cores)
 	$(BIN)/budgetnas search --config studies/quick/study.toml

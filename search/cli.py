@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import torch
 
 from search.data import VAL_SPLITS
 
 EXIT_USAGE = 2  # bad input: a path, a file, a value; one line on stderr
+STUDIES_DIR = Path("studies")
 
 
 class UserError(Exception):
@@ -142,17 +144,32 @@ def dry_run_summary(study) -> str:
     return f"dry run: over-budget share {first:.0%} in the first {half} trials, {last:.0%} in the last {len(over) - half}"
 
 
+def cmd_drill(args) -> None:
+    from search.drill import Drill, DrillConfig, check_name
+
+    check_name(args.name)
+    cfg = DrillConfig(name=args.name, budget=args.budget, dataset=args.dataset, data_dir=args.data_dir,
+                      hours=args.hours, bar=args.bar, seeds=args.seeds, epochs=args.epochs, subset=args.subset,
+                      val_size=args.val_size, seed=args.seed, storage=args.storage, workers=args.workers)
+    out = Drill(cfg, engine_of(args)).run()
+    if out["verdict"]["passed"] is False:
+        sys.exit(1)
+
+
 def cmd_status(args) -> None:
+    from search.drill import KEY, drill_summary
     from search.status import summary
 
-    print(summary(load_existing_study(args.study, args.storage)))
+    study = load_existing_study(args.study, args.storage)
+    print(drill_summary(study) if KEY in study.user_attrs else summary(study))
 
 
 def existing_storage(name: str, url: str | None):
     """The storage of a study that must already exist; UserError otherwise."""
     from search.study import default_storage, make_storage, storage_file
 
-    url = url or default_storage(name)
+    drill_journal = STUDIES_DIR / name / "drill.journal"  # a drill's default storage
+    url = url or (f"journal:{drill_journal}" if drill_journal.is_file() else default_storage(name))
     path = storage_file(url)
     if path is not None and not path.exists():
         raise UserError(f"no study database {path}; run `budgetnas search --study {name}` first.")
@@ -196,15 +213,21 @@ def cmd_confirm(args) -> None:
 def cmd_report(args) -> None:
     from pathlib import Path
 
+    from search.drill import KEY
+    from search.notebook import write_drill_report
     from search.report import write_report
 
+    study = load_existing_study(args.study, args.storage)
+    if KEY in study.user_attrs:  # a drill's notebook, from its storage and verify.json
+        print(f"wrote {write_drill_report(study, STUDIES_DIR / args.study)}")
+        return
     out = Path(args.output or f"studies/{args.study}/REPORT.md")
     # by default verify.json (the exported best) first, then the other candidates' verify-*.json
     verify = [Path(v) for v in args.verify] or sorted(out.parent.glob("verify*.json"),
                                                        key=lambda p: (p.stem != "verify", p.name))
     if missing := [str(p) for p in verify if not p.is_file()]:
         raise UserError(f"no verify results at {', '.join(missing)}: run `budgetnas verify ... --json` first.")
-    print(f"wrote {write_report(load_existing_study(args.study, args.storage), out, verify)}")
+    print(f"wrote {write_report(study, out, verify)}")
 
 
 def cmd_pruners(args) -> None:
@@ -318,6 +341,25 @@ def parser() -> argparse.ArgumentParser:
     add_data_args(s)
     add_engine_args(s, certify=False)
     s.set_defaults(func=cmd_search, dataset=None)
+
+    d = sub.add_parser("drill", help="budget -> explore -> narrow -> race -> verify: a verified module, in one run",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d.add_argument("--name", required=True, help="the drill's name; its files go to studies/NAME/")
+    d.add_argument("--budget", type=int, required=True, help="max trainable parameters")
+    d.add_argument("--hours", type=float, default=1.0, help="wall-clock budget of the whole drill, verify included")
+    d.add_argument("--bar", type=float, default=None,
+                   help="test accuracy (%%) that each of the last 3 epochs of every verify seed must reach; "
+                        "none: maximise accuracy, verify without a verdict")
+    d.add_argument("--seeds", type=int, default=3, help="verify seeds (0..N-1)")
+    d.add_argument("--epochs", type=int, default=15, help="full fidelity: training epochs")
+    d.add_argument("--subset", type=int, default=None, help="full fidelity: training images (default: all but validation)")
+    d.add_argument("--val-size", type=int, default=5000, help="validation images held out from the training file")
+    d.add_argument("--seed", type=int, default=0, help="sampler seed; training seeds derive from it")
+    d.add_argument("--storage", default=None, help="Optuna storage URL (default journal:studies/NAME/drill.journal)")
+    d.add_argument("--workers", type=int, default=None, help="worker processes on this machine (default: one per core)")
+    add_data_args(d)
+    add_engine_args(d, certify=False)
+    d.set_defaults(func=cmd_drill)
 
     st = sub.add_parser("status", help="trials by state, best so far, Pareto front, time spent")
     add_study_args(st)

@@ -33,7 +33,7 @@ def study_data(study: optuna.Study, data_dir) -> Data:
     if not fp:
         raise ValueError(f"study {study.study_name!r} was not made by `budgetnas search`: its data is not recorded.")
     return load(fp["dataset"], data_dir, val_size=fp["val_size"], subset=fp["subset"],
-                val_split=fp["val_split"])
+                val_split=fp["val_split"], test=False)
 
 
 def confirm_seed(trial_number: int, k: int) -> int:

@@ -98,7 +98,7 @@ class Split:
 class Data:
     train: Split  # what the model is fitted on
     val: Split | None  # held out from train, drives the search; None when train is the full split
-    test: Split  # touched only by verification and the baselines' final numbers
+    test: Split | None  # touched only by verification and the baselines' final numbers; None: not read
     mean: float  # pixel mean of `train`, in [0, 1]
     std: float  # pixel std of `train`
     classes: int  # number of labels
@@ -173,12 +173,14 @@ def load(
     subset: int | None = None,
     allow_download: bool = True,
     val_split: str = "random",
+    test: bool = True,
 ) -> Data:
     """Train/val/test as uint8 tensors. `val_size=0` trains on the full training split.
 
     The validation split is a fixed random sample (seeded by `split_seed`) of the training
     files, or with `val_split="tail"` their last `val_size` images; `subset` then keeps only
-    the first N training images (for smoke runs).
+    the first N training images (for smoke runs). `test=False` never reads the test files:
+    selection (search, confirm, the drill's stages before Verify) runs without them.
     """
     if val_split not in VAL_SPLITS:
         raise ValueError(f"val_split must be one of {VAL_SPLITS}, but got {val_split!r}.")
@@ -191,7 +193,8 @@ def load(
         if not allow_download:
             raise DataError(f"{raw_dir}: missing IDX files {sorted(FILES.values())}")
         download(source, raw_dir)
-    full, test = read_split(raw_dir, "train"), read_split(raw_dir, "test")
+    full = read_split(raw_dir, "train")
+    test_split = read_split(raw_dir, "test") if test else None
     if not 0 <= val_size < len(full):
         raise ValueError(f"val_size must be in [0, {len(full)}), but got {val_size}.")
     if val_split == "tail":
@@ -204,5 +207,5 @@ def load(
     train = Split(full.images[train_idx], full.labels[train_idx])
     val = Split(full.images[val_idx], full.labels[val_idx]) if val_size else None
     pixels = train.images.float().div_(255)
-    classes = int(max(full.labels.max(), test.labels.max())) + 1
-    return Data(train, val, test, pixels.mean().item(), pixels.std().item(), classes)
+    classes = int(max(full.labels.max(), test_split.labels.max() if test_split else 0)) + 1
+    return Data(train, val, test_split, pixels.mean().item(), pixels.std().item(), classes)

@@ -51,11 +51,14 @@ NO_INTERRUPT_TRACEBACK = _NoInterruptTraceback()
 
 
 def load_data(cfg: StudyConfig) -> D.Data:
-    return D.load(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, subset=cfg.subset, val_split=cfg.val_split)
+    return D.load(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, subset=cfg.subset, val_split=cfg.val_split,
+                  test=False)  # selection never reads the test split
 
 
-def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int = 0) -> optuna.Study:
-    """Optimize `cfg.trials` more trials (or until `cfg.timeout`) and return the study."""
+def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int = 0,
+        callbacks: tuple = ()) -> optuna.Study:
+    """Optimize `cfg.trials` more trials (or until `cfg.timeout`) and return the study.
+    `callbacks`: more `callback(study, trial)` after each trial (picklable, for workers)."""
     optuna.logging.get_logger("optuna.study._optimize").addFilter(NO_INTERRUPT_TRACEBACK)  # once: a set
     data = None if cfg.dry_run else load_data(cfg)
     if data is not None and data.val is None:
@@ -72,7 +75,7 @@ def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int =
     objective = make_objective(budget=cfg.budget, space=cfg.space, epochs=cfg.epochs, data=data,
                                pareto=cfg.objective == "pareto", seed=cfg.seed, engine=engine, dry_run=cfg.dry_run,
                                notes=not cfg.dry_run, artifact_dir=None if cfg.dry_run else artifact_dir(cfg.name))
-    study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout, callbacks=[log_trial],
+    study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout, callbacks=[log_trial, *callbacks],
                    catch=(RuntimeError,))
     return study
 
@@ -104,7 +107,8 @@ def alive(pid: int) -> bool:
     return True
 
 
-def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = Engine()) -> optuna.Study:
+def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = Engine(),
+                callbacks: tuple = ()) -> optuna.Study:
     """`workers` processes on one study, `cores // workers` torch threads each.
 
     None: one single-threaded worker per core (`budgetnas bench --workers 1 2` measured it
@@ -120,7 +124,7 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
         raise ValueError(f"workers must be >= 1, but got {workers}.")
     if workers == 1:
         stop_on_signals()  # `kill` ends the running trial as FAIL, as Ctrl-C does
-        return run(cfg, engine)
+        return run(cfg, engine, callbacks=callbacks)
     if cfg.dry_run or cfg.storage_url.startswith("sqlite"):
         raise ValueError("--workers > 1 needs a storage that several processes can share safely: "
                          "--storage journal:studies/NAME.journal (one machine) or a postgresql:// URL.")
@@ -132,7 +136,8 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
     for w in range(workers):
         share = cfg.trials // workers + (w < cfg.trials % workers)
         if share:
-            procs.append(ctx.Process(target=_worker, args=(replace(cfg, trials=share), w, threads, engine)))
+            procs.append(ctx.Process(target=_worker, args=(replace(cfg, trials=share), w, threads, engine,
+                                                                 callbacks)))
     stop_on_signals()  # `kill` of this process stops the workers, as Ctrl-C does
     try:
         for p in procs:
@@ -161,17 +166,29 @@ def stop_on_signals() -> None:
         signal.signal(sig, _stop)
 
 
+def die_with_parent() -> None:
+    """On Linux, SIGTERM this worker when its parent dies, even by `kill -9`: a resumed run must
+    not share the study with orphans of the killed one. Elsewhere a no-op."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _stop(signum, frame):
     for sig in STOP_SIGNALS:  # a second signal must not cut the clean-up short
         signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt  # Optuna then ends the running trial as FAIL instead of leaving it RUNNING
 
 
-def _worker(cfg: StudyConfig, worker: int, threads: int, engine: Engine) -> None:
+def _worker(cfg: StudyConfig, worker: int, threads: int, engine: Engine, callbacks: tuple = ()) -> None:
     stop_on_signals()
+    die_with_parent()
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        run(cfg, engine, worker=worker)
+        run(cfg, engine, worker=worker, callbacks=callbacks)
     except KeyboardInterrupt:  # its trial is already FAIL; the parent reports the interruption
         sys.exit(130)

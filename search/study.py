@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import os
 import sqlite3
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -210,15 +211,44 @@ def fast_sqlite() -> None:
             cursor.close()
 
 
+JOURNAL_LOCK_GRACE = 10  # seconds a journal's lock may go untouched before it is taken as its dead holder's
+
+
+def journal_backend(path: Path):
+    """A journal file, safe to reopen after its writer was killed (`kill -9`, a crash, a full disk).
+
+    Its path is made absolute: Optuna's lock is a symlink to it, and a relative target made a
+    stale lock unbreakable (the waiter looped forever). A lock left by a dead writer is broken
+    after JOURNAL_LOCK_GRACE s. A torn last line (a write cut short) is moved aside, under the
+    lock, to FILE.torn, or the next append would follow it and make the whole file unreadable."""
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+    path = path.resolve()
+    lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE)
+    if path.exists() and path.stat().st_size:
+        lock.acquire()
+        try:
+            with open(path, "rb+") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.seek(0)
+                    data = f.read()
+                    keep = data.rfind(b"\n") + 1
+                    with open(f"{path}.torn", "ab") as torn:
+                        torn.write(data[keep:] + b"\n")
+                    f.truncate(keep)
+        finally:
+            lock.release()
+    return JournalFileBackend(str(path), lock_obj=lock)
+
+
 def make_storage(url: str, heartbeat: int | None = 30) -> optuna.storages.BaseStorage:
     """sqlite:///file, postgresql://..., mysql://... (with heartbeats) or journal:FILE."""
     path = check_storage_url(url)
     if path is not None and path.parent == Path("studies"):
         path.parent.mkdir(exist_ok=True)
     if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        return optuna.storages.JournalStorage(journal_backend(path))
     if url.startswith("sqlite:///"):
         fast_sqlite()
     rdb_url = url  # SQLAlchemy's default PostgreSQL driver is psycopg2; the postgres extra ships psycopg 3
@@ -240,12 +270,14 @@ def make_storage(url: str, heartbeat: int | None = 30) -> optuna.storages.BaseSt
         raise StudyError(f"cannot open storage {url!r}: {str(e).splitlines()[0]}") from None
 
 
-def make_sampler(cfg: StudyConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
-    """TPE over the conditional space; each worker gets its own seed or all would propose alike."""
+def make_sampler(cfg: StudyConfig, worker: int = 0, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+    """TPE over the conditional space. Each worker gets its own seed, or all would propose alike;
+    so does each resume (`resumed_at`: trials already in the study), or a resumed study would
+    propose its first trials' models again."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=cfg.seed * 1000 + worker, multivariate=True, group=True,
-                                          constant_liar=True, n_startup_trials=10)
+        return optuna.samplers.TPESampler(seed=(cfg.seed * 1000 + worker + 7919 * resumed_at) % 2**32,
+                                          multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
@@ -285,6 +317,8 @@ def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
         for path, params in warm.items():
             study.enqueue_trial(params, user_attrs={"warm_from": path}, skip_if_exists=True)
         return study
+    if study.trials:
+        study.sampler = make_sampler(cfg, worker, resumed_at=len(study.trials))
     if old != fp:
         changed = sorted(k for k in fp if fp[k] != old.get(k))
         detail = "; ".join(f"{k}: was {old.get(k)!r}, now {fp[k]!r}" for k in changed if k != "space")

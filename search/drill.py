@@ -1,0 +1,496 @@
+"""`budgetnas drill`: from a parameter budget to a verified module, the course's drill-down automated.
+
+    explore  the broad default space at a low fidelity chosen from the time budget; the
+             baselines warm-started (shrunk to the budget where they exceed it)
+    narrow   a space derived from Explore's best (space/derive.py, written out as TOML), at
+             full fidelity, warm-started from Explore's best
+    race     Narrow's top candidates on extra seeds, validation only (search/race.py); the
+             pick is recorded on the drill before the test split is read
+    verify   the pick, exported as a module, retrained by that module's recipe on all
+             training images over `seeds` seeds and tested, as `budgetnas verify` does
+
+All stages live in one Optuna storage: the studies NAME/explore and NAME/narrow, and the
+drill's own study NAME, whose user attributes hold its config, time plan, clock, derived
+space, race, choice and verify runs. Each is stored as soon as it exists, so the same command
+after a crash (even `kill -9`) resumes: a finished training is never lost or repeated and a
+finished stage never runs again. Files (space TOML, Arch JSON, module, verify JSON, notebook)
+go to studies/NAME/.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import re
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import optuna
+
+import baselines
+from search import data as D
+from search import race as R
+from search.confirm import confirm_seed
+from search.runner import STUDIES, load_data, run_workers
+from search.status import completed, val_acc
+from search.study import StudyConfig, StudyError, make_storage, min_params, open_study
+from search.train import Engine, threads_each, train
+from space import Arch, Conv, SpaceConfig, build, count_params
+from space.derive import derive_space, to_toml
+from space.render import render
+
+STAGES = ("explore", "narrow", "race", "verify")
+KEY = "drill"  # the drill study's user attribute holding its fingerprint
+EXPLORE_TRIALS = 60  # trainings Explore should afford; its fidelity is chosen so that it can
+VERIFY_ENGINE_PRECISION = "fp32"  # verify trains as the exported module does: fp32, eager
+
+
+@dataclass(frozen=True)
+class DrillConfig:
+    name: str  # its studies are NAME, NAME/explore, NAME/narrow; its files go to studies/NAME/
+    budget: int  # hard limit on trainable parameters
+    dataset: str = "mnist"  # a named dataset (search.data.DATASETS)
+    data_dir: str | None = None  # data root; default $BUDGETNAS_DATA, else ./data
+    hours: float = 1.0  # wall-clock budget of the whole drill, verify included
+    bar: float | None = None  # test accuracy every one of the last 3 epochs of every seed must reach, %; None: no verdict
+    seeds: int = 3  # verify seeds, 0..N-1
+    epochs: int = 15  # full fidelity: training epochs of the recipe (Narrow, Race, Verify)
+    subset: int | None = None  # full fidelity: training images (default: all but the validation split)
+    val_size: int = 5000  # validation images held out from the training file; selection sees only these
+    seed: int = 0  # sampler seed; training seeds derive from it
+    storage: str | None = None  # Optuna storage URL; default journal:studies/NAME/drill.journal
+    workers: int | None = None  # processes on this machine; default one per core
+
+    def __post_init__(self):
+        if self.budget <= 0:
+            raise StudyError(f"budget must be a positive number of parameters, but got {self.budget}.")
+        if not self.hours > 0:
+            raise StudyError(f"hours must be > 0, but got {self.hours}.")
+        if self.seeds < 1 or self.epochs < 1:
+            raise StudyError(f"seeds and epochs must be >= 1, but got {self.seeds} and {self.epochs}.")
+        if self.bar is not None and not 0 < self.bar <= 100:
+            raise StudyError(f"bar is a test accuracy in percent, in (0, 100], but got {self.bar}.")
+        if self.workers is not None and self.workers < 1:
+            raise StudyError(f"workers must be >= 1, but got {self.workers}.")
+        smallest = min_params(SpaceConfig())
+        if self.budget < smallest:
+            raise StudyError(f"budget {self.budget} is below the smallest model in the default space ({smallest} params).")
+
+    @property
+    def folder(self) -> Path:
+        return STUDIES / self.name
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"journal:{self.folder / 'drill.journal'}"
+
+    @property
+    def n_workers(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    def fingerprint(self) -> dict:
+        """What must not change when a drill is resumed (time, workers and paths may)."""
+        keep = ("budget", "dataset", "bar", "seeds", "epochs", "subset", "val_size", "seed")
+        return {k: getattr(self, k) for k in keep}
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(name: str) -> str:
+    """A drill's name is also a folder under studies/: letters, digits, '.', '_', '-', nothing above it."""
+    if not NAME.fullmatch(name) or ".." in name:
+        raise StudyError(f"name must be 1-100 letters, digits, '.', '_' or '-' (a folder under studies/), but got {name!r}.")
+    return name
+
+
+# ----------------------------------------------------------------------------- clock and plan
+class Clock:
+    """Seconds the drill has run, over all its invocations; stored every `every` s and at each stage's
+    end, so a killed drill loses at most that much of its account."""
+
+    def __init__(self, study: optuna.Study, every: float = 15.0):
+        self.study, self.base, self.t0 = study, study.user_attrs.get("spent", 0.0), time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(every,), daemon=True)
+        self._thread.start()
+
+    def now(self) -> float:
+        return self.base + time.monotonic() - self.t0
+
+    def save(self) -> None:
+        self.study.set_user_attr("spent", self.now())
+
+    def _beat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.save()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.save()
+
+
+def seconds_per_image(arch: Arch, data: D.Data, engine: Engine, images: int = 2000) -> float:
+    """Training seconds per image-epoch of `arch` with `engine`: the second of two short epochs
+    (the first pays one-off start-up costs)."""
+    n = min(images, len(data.train))
+    part = replace(data, train=D.Split(data.train.images[:n], data.train.labels[:n]), val=None)
+    history = train(partial(build, arch), replace(arch.recipe, epochs=2), part, engine=engine, progress=False)
+    return history[-1]["seconds"] / n
+
+
+def plan(cfg: DrillConfig, n_train: int, n_full: int, sec_search: float, sec_verify: float) -> dict:
+    """Each stage's end on the drill's clock (seconds) and Explore's fidelity.
+
+    Verify and Race are costed first (they are fixed by the seeds), Explore and Narrow share what
+    is left 2:3, and Explore's fidelity is cut so that it affords EXPLORE_TRIALS trainings."""
+    w = cfg.n_workers
+    full = cfg.epochs * n_train * sec_search  # one full-fidelity training, one worker
+    verify = math.ceil(cfg.seeds / w) * cfg.epochs * n_full * sec_verify
+    race = math.ceil(R.CANDIDATES * (R.MAX_SEEDS - 1) / w) * full
+    total = cfg.hours * 3600
+    short = total - verify - race < 0.3 * total
+    left = max(total - verify - race, 0.3 * total)  # too little time: Explore and Narrow keep 30%, Race shrinks
+    race = max(0.0, min(race, total - verify - left))
+    explore, narrow = 0.4 * left, 0.6 * left
+    ratio = min(0.25, explore * w / EXPLORE_TRIALS / full) if full > 0 else 0.25  # Explore's cost per training
+    epochs = max(min(2, cfg.epochs), min(cfg.epochs, round(cfg.epochs * math.sqrt(ratio))))
+    images = max(min(1000, n_train), min(n_train, int(n_train * ratio * cfg.epochs / epochs)))
+    return {"explore_end": explore, "narrow_end": explore + narrow, "race_end": explore + narrow + race,
+            "explore_epochs": epochs, "explore_images": images, "full_training_s": full, "verify_s": verify,
+            "explore_training_s": epochs * images * sec_search,
+            "sec_per_image": sec_search, "sec_per_image_verify": sec_verify,
+            "short": short}
+
+
+# ----------------------------------------------------------------------------- warm starts
+def shrink_to_budget(arch: Arch, budget: int) -> Arch | None:
+    """`arch` with every conv's width scaled down by one factor until it fits; None if even width 2 does not."""
+    for f in (x / 100 for x in range(100, 4, -5)):
+        blocks = tuple(replace(b, out=max(2, 2 * round(b.out * f / 2))) if isinstance(b, Conv) else b
+                       for b in arch.blocks)
+        smaller = replace(arch, blocks=blocks)
+        if count_params(smaller) <= budget:
+            return smaller
+    return None
+
+
+def warm_files(cfg: DrillConfig) -> tuple[str, ...]:
+    """The baselines that exceed the budget, shrunk to it, as Arch JSON files (those that fit are
+    enqueued by the study itself)."""
+    out = []
+    for b in baselines.all_baselines():
+        if count_params(b.arch) <= cfg.budget:
+            continue
+        small = shrink_to_budget(b.arch, cfg.budget)
+        if small is not None:
+            path = cfg.folder / f"warm-{b.name}-shrunk.json"
+            path.write_text(small.to_json() + "\n")
+            out.append(str(path))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- progress
+@dataclass(frozen=True)
+class StageProgress:
+    """After each trial: the stage, trainings done and planned, time left (picklable, for workers)."""
+
+    stage: str
+    planned: int
+    stage_deadline: float  # time.time() at which the stage stops starting trials
+    drill_deadline: float  # time.time() at which the drill's hours are spent
+    hours: float
+
+    def __call__(self, study: optuna.Study, trial) -> None:
+        trained = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("history"))
+        now = time.time()
+        print(f"[{self.stage}] {trained} trained of ~{self.planned} planned; stage {max(0, self.stage_deadline - now) / 60:.1f} "
+              f"min left, drill {max(0, self.drill_deadline - now) / 60:.1f} min left of {self.hours:g} h", flush=True)
+
+
+# ----------------------------------------------------------------------------- the drill
+class Drill:
+    def __init__(self, cfg: DrillConfig, engine: Engine = Engine(), log=print):
+        self.cfg, self.engine, self.log = cfg, engine, log
+        cfg.folder.mkdir(parents=True, exist_ok=True)
+        self.storage = make_storage(cfg.storage_url)
+        self.study = optuna.create_study(study_name=cfg.name, storage=self.storage, load_if_exists=True)
+        old = self.study.user_attrs.get(KEY)
+        if old is None:
+            if self.study.trials:
+                raise StudyError(f"study {cfg.name!r} exists in {cfg.storage_url} and is not a drill.")
+            self.study.set_user_attr(KEY, cfg.fingerprint())
+            self.study.set_user_attr("config", {**asdict(cfg), "storage": None})
+        elif old != cfg.fingerprint():
+            changed = "; ".join(f"{k}: was {old.get(k)!r}, now {v!r}" for k, v in cfg.fingerprint().items()
+                                if old.get(k) != v)
+            raise StudyError(f"drill {cfg.name!r} was started with other settings ({changed}); "
+                             "use a new --name or the original settings.")
+
+    # -- state stored on the drill's study
+    def get(self, key: str, default=None):
+        return self.study.user_attrs.get(key, default)
+
+    def put(self, key: str, value) -> None:
+        self.study.set_user_attr(key, json.loads(json.dumps(value)))
+        self.study = optuna.load_study(study_name=self.cfg.name, storage=self.storage)  # re-read the attrs
+
+    def done(self, stage: str) -> bool:
+        return stage in self.get("done", [])
+
+    def mark_done(self, stage: str) -> None:
+        self.clock.save()
+        self.put("done", [*self.get("done", []), stage])
+        self.log(f"[{stage}] done at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.0f}")
+
+    def stage_cfg(self, stage: str, **kw) -> StudyConfig:
+        c = self.cfg
+        return StudyConfig(name=f"{c.name}/{stage}", budget=c.budget, trials=1_000_000, dataset=c.dataset,
+                           data_dir=c.data_dir, val_size=c.val_size, seed=c.seed, storage=c.storage_url, **kw)
+
+    # -- the stages
+    def run(self) -> dict:
+        self.clock = Clock(self.study)
+        try:
+            if self.get("plan") is None:
+                self.make_plan()
+            p = self.get("plan")
+            if p["short"]:
+                self.log(f"drill: warning: {self.cfg.hours:g} h does not cover Race and Verify at full fidelity "
+                         f"(a training takes about {p['full_training_s'] / 60:.1f} min here); every stage gets its minimum.")
+            for stage in STAGES:
+                if not self.done(stage):
+                    self.log(f"[{stage}] starting at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.0f}")
+                    getattr(self, stage)()
+                    self.mark_done(stage)
+        finally:
+            self.clock.close()
+        from search.notebook import write_drill_report
+
+        self.log(f"wrote {write_drill_report(self.study, self.cfg.folder)}")
+        return self.get("verify")
+
+    def make_plan(self) -> None:
+        c = self.cfg
+        data = load_data(self.stage_cfg("explore"))  # validation held out; no test split read
+        n_file = len(data.train) + c.val_size
+        n_train = min(c.subset or len(data.train), len(data.train))
+        arch = max((Arch.from_json(Path(f).read_text()) for f in warm_files(c)), key=count_params,
+                   default=baselines.get("exp4").arch)
+        certify = Engine(self.engine.device, VERIFY_ENGINE_PRECISION, "off")
+        sec_search = seconds_per_image(arch, data, self.engine)
+        sec_verify = seconds_per_image(arch, data, certify)
+        p = plan(c, n_train, n_file, sec_search, sec_verify)
+        self.put("plan", p)
+        self.log(f"drill: plan for {c.hours:g} h on {c.n_workers} worker(s): explore at {p['explore_epochs']} epochs x "
+                 f"{p['explore_images']:,} images until {p['explore_end'] / 60:.1f} min, narrow at {c.epochs} epochs "
+                 f"x {n_train:,} images until {p['narrow_end'] / 60:.1f}, race until {p['race_end'] / 60:.1f}, then "
+                 f"verify (about {p['verify_s'] / 60:.1f} min); one full training about {p['full_training_s'] / 60:.1f} min")
+
+    def _run_study(self, cfg: StudyConfig, end: float, planned: int) -> optuna.Study:
+        """Trials until the clock reaches `end`; then, while none has completed, one more per worker
+        (three rounds at most: a stage that completes nothing has nothing to hand on)."""
+        left = end - self.clock.now()
+        for attempt in range(4):
+            progress = StageProgress(cfg.name, planned, time.time() + max(0.0, left),
+                                     time.time() + self.cfg.hours * 3600 - self.clock.now(), self.cfg.hours)
+            if left > 0 or attempt > 0:
+                study = run_workers(replace(cfg, timeout=left if left > 0 else None), self.cfg.workers, self.engine,
+                                    (progress,))
+            else:
+                study = open_study(cfg, storage=make_storage(cfg.storage_url))
+            if completed(study):
+                return study
+            self.log(f"[{cfg.name}] no trial has completed yet; one more per worker")
+            cfg, left = replace(cfg, trials=self.cfg.n_workers), 0.0
+        raise StudyError(f"{cfg.name}: no trial completed; the space or the data does not train (see its trials).")
+
+    def explore(self) -> None:
+        p = self.get("plan")
+        cfg = self.stage_cfg("explore", epochs=p["explore_epochs"], subset=p["explore_images"],
+                             warm_from=warm_files(self.cfg), space=SpaceConfig())
+        self._run_study(cfg, p["explore_end"], planned=round(p["explore_end"] * self.cfg.n_workers
+                                                             / max(1e-9, p["explore_training_s"])))
+
+    def narrow(self) -> None:
+        p = self.get("plan")
+        if self.get("space") is None:
+            explore = self.load("explore")
+            top = top_trials(explore, max(3, min(8, math.ceil(0.2 * len(completed(explore))))))
+            space = derive_space(SpaceConfig(), [t.params for t in top])
+            paths = []
+            for t in top[:3]:
+                path = self.cfg.folder / f"explore-trial{t.number}.json"
+                path.write_text(Arch.from_dict(t.user_attrs["arch"]).to_json() + "\n")
+                paths.append(str(path))
+            note = (f"Derived by `budgetnas drill` from the {len(top)} best of {len(completed(explore))} completed "
+                    f"Explore trials ({', '.join(str(t.number) for t in top)}):\nwhat they agree on is fixed, "
+                    "numbers span what they used plus a margin (twice it where the best sits on the edge).")
+            (self.cfg.folder / "narrow-space.toml").write_text(to_toml(space, note))
+            self.put("space", {"space": space.to_dict(), "from": [t.number for t in top], "warm": paths})
+        got = self.get("space")
+        cfg = self.stage_cfg("narrow", epochs=self.cfg.epochs, subset=self.cfg.subset, warm_start=False,
+                             warm_from=tuple(got["warm"]), space=SpaceConfig.from_dict(got["space"]))
+        planned = max(1, round((p["narrow_end"] - p["explore_end"]) * self.cfg.n_workers / max(1e-9, p["full_training_s"])))
+        self._run_study(cfg, p["narrow_end"], planned)
+
+    def race(self) -> None:
+        p, c = self.get("plan"), self.cfg
+        narrow = self.load("narrow")
+        first = sorted((R.Runner(t.number, t.user_attrs["params"], [R.seed_score(val_accs(t))])
+                        for t in completed(narrow)), key=lambda r: (-r.scores[0], r.params))
+        state = self.get("race") or {"runners": [r.to_dict() for r in first[:R.CANDIDATES]],
+                                     "dropped": {}, "seconds": []}
+        self.put("race", state)
+        tie = 100.0 / c.val_size  # one validation image
+        data = load_data(self.stage_cfg("narrow", epochs=c.epochs, subset=c.subset))
+        trials = {t.number: t for t in narrow.get_trials(deepcopy=False)}
+        why = None
+        while True:
+            runners = [R.Runner(**r) for r in state["runners"]]
+            alive = [r for r in runners if str(r.number) not in state["dropped"]]
+            why = R.finished(alive, R.MAX_SEEDS)
+            if why:
+                break
+            n = min(len(r.scores) for r in alive)
+            behind = [r for r in alive if len(r.scores) == n]
+            r = behind[0]
+            t = trials[r.number]
+            need = t.user_attrs.get("seconds", p["full_training_s"])
+            if self.clock.now() + need > p["race_end"]:
+                why = "time"
+                break
+            arch = Arch.from_dict(t.user_attrs["arch"])
+            seed = confirm_seed(r.number, n)
+            t0 = time.perf_counter()
+            history = train(partial(build, arch), arch.recipe, data, seed=seed, engine=self.engine, progress=False)
+            score = R.seed_score([h["val_acc"] for h in history])
+            for d in state["runners"]:
+                if d["number"] == r.number:
+                    d["scores"].append(score)
+            state["seconds"].append(time.perf_counter() - t0)
+            self.log(f"[race] trial {r.number} seed {seed}: worst of last {R.LAST} val {score:.2f}%  "
+                     f"({state['seconds'][-1] / 60:.1f} min)")
+            runners = [R.Runner(**d) for d in state["runners"]]
+            alive = [x for x in runners if str(x.number) not in state["dropped"]]
+            if len({len(x.scores) for x in alive}) == 1:  # a round is complete: test
+                kept = {x.number for x in R.survivors(alive, tie)}
+                for x in alive:
+                    if x.number not in kept:
+                        state["dropped"][str(x.number)] = len(x.scores)
+                        self.log(f"[race] trial {x.number} dropped after {len(x.scores)} seeds")
+            self.put("race", state)
+        runners = [R.Runner(**d) for d in state["runners"]]
+        alive = [r for r in runners if str(r.number) not in state["dropped"]]
+        chosen = R.pick(alive, tie)
+        t = trials[chosen.number]
+        arch = Arch.from_dict(t.user_attrs["arch"]).with_recipe(epochs=c.epochs)
+        state["ended"] = why
+        self.put("race", state)
+        # the choice is stored before the test split is read (Verify), by the rule in search/race.py
+        self.put("choice", {"trial": chosen.number, "params": chosen.params, "scores": chosen.scores,
+                            "statistic": R.statistic(chosen.scores), "ended": why, "arch": arch.to_dict()})
+        self.log(f"[race] ended ({why}); pick: trial {chosen.number}, {chosen.params:,} params, scores "
+                 f"{' '.join(f'{s:.2f}' for s in chosen.scores)}")
+
+    def verify(self) -> None:
+        from search.results import provenance, write_json
+        from search.verify import _one_seed, load_candidate, summarise_run, verdict, verdict_line
+
+        c, choice = self.cfg, self.get("choice")
+        arch = Arch.from_dict(choice["arch"])
+        module, arch_json = c.folder / "best.py", c.folder / "best.json"
+        arch_json.write_text(arch.to_json() + "\n")
+        module.write_text(render(arch, {
+            "Drill": f"{c.name}, Narrow trial {choice['trial']}, picked by the race",
+            "Budget": f"{c.budget} params; this model has {choice['params']}",
+            "Race": f"validation, worst of the last {R.LAST} epochs per seed: "
+                    f"{' '.join(f'{s:.2f}' for s in choice['scores'])}%",
+        }))
+        engine = Engine(self.engine.device, VERIFY_ENGINE_PRECISION, "off")
+        runs = {int(k): v for k, v in self.get("verify_runs", {}).items()}
+        todo = [s for s in range(c.seeds) if s not in runs]
+        self.log(f"[verify] {module}: {count_params(arch):,} params, seeds {todo} of {c.seeds} to train")
+        source = (str(module), c.dataset, c.data_dir)
+
+        def keep(summary: dict) -> None:
+            runs[summary["seed"]] = summary
+            self.put("verify_runs", {str(k): v for k, v in runs.items()})
+
+        if todo:
+            data = D.load(c.dataset, c.data_dir, val_size=0)  # the test split: first read here
+            jobs = min(c.n_workers, len(todo))
+            if jobs == 1:
+                cand = load_candidate(str(module))
+                for s in todo:
+                    keep(summarise_run(cand, data, s, None, engine))
+            else:
+                ctx = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+                    futures = [pool.submit(_one_seed, source, s, None, engine, threads_each(jobs)) for s in todo]
+                    for f in as_completed(futures):
+                        keep(f.result())
+        summaries = [runs[s] for s in range(c.seeds)]
+        v = verdict(summaries, c.bar)
+        result = {"target": str(module), "verdict": v, "runs": summaries, **provenance(engine)}
+        write_json(c.folder / "verify.json", result)
+        self.put("verify", {"verdict": v, "params": count_params(arch)})
+        self.log(f"[verify] {verdict_line(v, count_params(arch))}")
+
+    def load(self, stage: str) -> optuna.Study:
+        return optuna.load_study(study_name=f"{self.cfg.name}/{stage}", storage=self.storage)
+
+
+def val_accs(trial) -> list[float]:
+    return [h["val_acc"] for h in trial.user_attrs["history"]]
+
+
+def top_trials(study: optuna.Study, k: int) -> list:
+    """The `k` best completed trials by their own score (fewer parameters first on a tie)."""
+    return sorted(completed(study), key=lambda t: (-val_acc(t), t.user_attrs["params"]))[:k]
+
+
+def drill_summary(study: optuna.Study) -> str:
+    """`budgetnas status` of a drill: each stage, its trainings, the plan and the outcome."""
+    a = study.user_attrs
+    cfg, done = a.get("config", {}), a.get("done", [])
+    lines = [(f"drill {study.study_name}: budget {cfg.get('budget')} params, {cfg.get('dataset')}, "
+              f"{a.get('spent', 0) / 60:.1f} of {cfg.get('hours', 0) * 60:.0f} min spent")]
+    storage = study._storage
+    for stage in STAGES:
+        state = "done" if stage in done else "pending"
+        extra = ""
+        if stage in ("explore", "narrow"):
+            try:
+                s = optuna.load_study(study_name=f"{study.study_name}/{stage}", storage=storage)
+            except KeyError:
+                s = None
+            if s is not None:
+                trained = sum(1 for t in s.get_trials(deepcopy=False) if t.user_attrs.get("history"))
+                best = top_trials(s, 1)
+                extra = f"{len(s.trials)} trials, {trained} trained" + (
+                    f", best trial {best[0].number}: {best[0].user_attrs['params']:,} params, val {val_acc(best[0]):.2f}%"
+                    if best else "")
+                state = state if state == "done" else "running"
+        elif stage == "race" and a.get("race"):
+            r = a["race"]
+            extra = f"{sum(len(x['scores']) - 1 for x in r['runners'])} extra trainings of {len(r['runners'])} candidates"
+            if a.get("choice"):
+                ch = a["choice"]
+                extra += f"; pick trial {ch['trial']}, {ch['params']:,} params"
+        elif stage == "verify" and (a.get("verify_runs") or a.get("verify")):
+            v = a.get("verify")
+            extra = f"{len(a.get('verify_runs', {}))} of {cfg.get('seeds')} seeds trained"
+            if v:
+                from search.verify import verdict_line
+
+                extra += "; " + verdict_line(v["verdict"], v["params"])
+        lines.append(f"  {stage:8s} {state:8s} {extra}")
+    return "\n".join(lines)

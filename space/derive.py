@@ -1,0 +1,105 @@
+"""A narrower space derived from the best trials of a broader one (the drill's Narrow stage).
+
+What the best trials agree on is fixed; what they disagree on keeps the values they used
+(choices) or the span they cover (numbers), with a margin, and twice the margin on a side
+where the very best trial sits on the edge of that span (the optimum may lie beyond it).
+Spans may grow past the broad space's bounds only up to `LIMITS`, the values that still mean
+something. The result is a plain `SpaceConfig`, written out as a readable `[space]` table.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import fields, replace
+
+from space.sample import RANGES, SpaceConfig
+
+# How far a numeric knob may be widened past the broad space, whatever the trials say.
+LIMITS = {
+    "stages": (1, 6),
+    "convs": (1, 8),
+    "channels": (1, 512),
+    "dropout": (0.0, 0.5),
+    "lr": (1e-5, 3.0),
+    "step_every": (1, 100),
+    "rotate": (0.0, 45.0),
+    "translate": (0.0, 0.25),
+}
+STRUCTURE = {"stages", "convs"}  # integer knobs read as choices: no margin, only the span the best used
+
+
+def knob_values(params: dict) -> dict[str, list]:
+    """One trial's params (as `sample_arch` names them) -> the values it used of each [space] knob."""
+    out: dict[str, list] = {}
+    for name, v in params.items():
+        stage_knob = re.fullmatch(r"s\d+_(\w+)", name)
+        knob = name
+        if stage_knob:
+            part = stage_knob.group(1)
+            if part == "padded":
+                continue  # sampled within each stage, not a [space] knob
+            knob = "channels" if re.fullmatch(r"t|c\d+", part) else part  # s{s}_t, s{s}_c{i}: widths
+        out.setdefault(knob, []).append(v)
+    return out
+
+
+def derive_space(broad: SpaceConfig, best: list[dict]) -> SpaceConfig:
+    """The space around `best` (trial params, best first; at least one)."""
+    if not best:
+        raise ValueError("deriving a space needs at least one trial, but got none.")
+    used: dict[str, list] = {}
+    for params in best:
+        for knob, values in knob_values(params).items():
+            used.setdefault(knob, []).extend(values)
+    top = knob_values(best[0])
+    changes = {}
+    for f in fields(SpaceConfig):
+        knob = f.name
+        if knob not in used:  # never sampled by these trials (e.g. step_every without a step schedule)
+            continue
+        values = used[knob]
+        if knob in RANGES:
+            changes[knob] = _span(knob, values, top.get(knob, []), broad)
+        else:  # choices: those the best used, in the broad space's order
+            offered = getattr(broad, knob)
+            changes[knob] = tuple(c for c in offered if c in values) or tuple(dict.fromkeys(values))
+    return replace(broad, **changes)
+
+
+def _span(knob: str, values: list, top: list, broad: SpaceConfig) -> tuple:
+    lo, hi = min(values), max(values)
+    if lo == hi or knob in STRUCTURE:  # agreed on, or structure: keep exactly what the best used
+        return (lo, hi)
+    limit_lo, limit_hi = LIMITS[knob]
+    step = {"channels": broad.channel_step, "dropout": broad.dropout_step, "rotate": broad.rotate_step,
+            "translate": broad.translate_step, "step_every": 1}.get(knob)
+    at_lo, at_hi = (2 if lo in top else 1), (2 if hi in top else 1)
+    if knob == "lr":  # log scale: a margin of a quarter of the span in log units, at least x1.25
+        m = max(math.log(1.25), 0.25 * math.log(hi / lo))
+        return (float(f"{max(limit_lo, lo * math.exp(-m * at_lo)):.3g}"),
+                float(f"{min(limit_hi, hi * math.exp(m * at_hi)):.3g}"))
+    m = math.ceil(max(step, 0.25 * (hi - lo)) / step) * step  # whole steps: stay on the knob's grid
+    new_lo = lo - step * min(m * at_lo / step, math.floor((lo - limit_lo) / step + 1e-9))
+    new_hi = hi + step * min(m * at_hi / step, math.floor((limit_hi - hi) / step + 1e-9))
+    if isinstance(lo, int):
+        return (int(new_lo), int(new_hi))
+    return (round(new_lo, 6), round(new_hi, 6))
+
+
+def to_toml(space: SpaceConfig, comment: str = "") -> str:
+    """`space` as a `[space]` table a person can read, edit and pass to `budgetnas search --config`."""
+    lines = [f"# {line}" if line else "#" for line in comment.splitlines()] + ["[space]"]
+    for k, v in space.to_dict().items():
+        lines.append(f"{k} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)

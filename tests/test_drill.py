@@ -1,0 +1,282 @@
+"""The drill: each stage, the derived space, the race's rules (no training), resume after SIGKILL,
+and the test split left unread until Verify."""
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import tomllib
+
+import baselines
+from search import data as D
+from search import race as R
+from search.drill import Drill, DrillConfig, check_name, plan, shrink_to_budget
+from search.study import StudyError, make_storage
+from space import SpaceConfig, count_params
+from space.derive import derive_space, knob_values, to_toml
+
+# ----------------------------------------------------------------------------- derived space
+BEST = {"stages": 2, "s0_convs": 2, "s0_c0": 8, "s0_c1": 12, "s0_padded": 1, "s1_transition": True, "s1_t": 10,
+        "s1_convs": 3, "s1_c0": 14, "s1_c1": 16, "s1_c2": 20, "s1_padded": 0, "s1_separable": False, "bn": True,
+        "dropout": 0.0, "head": "gap", "schedule": "onecycle", "optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0,
+        "batch_size": 128, "rotate": 5.0, "translate": 0.05, "ema": 0.0}
+SECOND = {**BEST, "s1_convs": 2, "s1_c0": 12, "s1_c1": 14, "lr": 0.05, "rotate": 10.0, "batch_size": 64,
+          "head": "gap", "weight_decay": 1e-4}
+SECOND.pop("s1_c2")
+
+
+def test_knob_values_maps_trial_params_to_space_knobs():
+    v = knob_values(BEST)
+    assert sorted(v["channels"]) == [8, 10, 12, 14, 16, 20]
+    assert v["convs"] == [2, 3] and v["transition"] == [True] and "s0_padded" not in v and "padded" not in v
+
+
+def test_derived_space_fixes_what_the_best_agree_on_and_spans_the_rest():
+    space = derive_space(SpaceConfig(), [BEST, SECOND])
+    assert space.bn == (True,) and space.head == ("gap",) and space.optimizer == ("sgd",)
+    assert space.schedule == ("onecycle",) and space.transition == (True,) and space.stages == (2, 2)
+    assert space.dropout == (0.0, 0.0)  # both used none: fixed
+    assert space.batch_size == (64, 128) and space.weight_decay == (0.0, 1e-4)  # disagree: both kept
+    assert space.convs == (2, 3)  # structure: exactly the span used
+    assert space.channels == (2, 28)  # 8..20 used, both ends by the best: 2 x 4 a side, limited by the grid from 8
+    assert space.lr == pytest.approx((0.04, 0.156), rel=0.01)  # log margin; twice on the best's (top) edge
+    assert space.rotate == (0.0, 12.5)  # the best sits on the low edge: twice the margin there
+
+
+def test_derived_space_stays_within_meaningful_limits_and_on_the_grid():
+    wide = {**BEST, "rotate": 15.0, "translate": 0.1, "dropout": 0.2}
+    space = derive_space(SpaceConfig(), [wide, {**wide, "rotate": 12.5, "translate": 0.0, "dropout": 0.1}])
+    assert 15.0 < space.rotate[1] <= 45.0 and space.translate[0] == 0.0 and space.dropout[1] <= 0.5
+    assert all(round(x / 2.5, 9).is_integer() for x in space.rotate)
+
+
+def test_derived_space_toml_reads_back_as_the_same_space():
+    space = derive_space(SpaceConfig(), [BEST, SECOND])
+    text = to_toml(space, "a note\nover two lines")
+    assert text.startswith("# a note\n# over two lines\n[space]\n")
+    assert SpaceConfig.from_dict(tomllib.loads(text)["space"]) == space
+
+
+def test_derive_needs_a_trial():
+    with pytest.raises(ValueError, match="at least one trial"):
+        derive_space(SpaceConfig(), [])
+
+
+# ----------------------------------------------------------------------------- race (scripted scores)
+def test_statistic_rewards_consistency_over_seeds():
+    steady, lucky = [99.30, 99.31, 99.29], [99.70, 99.05, 99.30]
+    assert statistics.mean(lucky) > statistics.mean(steady)  # the luckiest draw and the best mean...
+    assert R.statistic(steady) > R.statistic(lucky)  # ...lose to the consistent one
+
+
+def test_seed_score_is_the_worst_of_the_last_three_epochs():
+    assert R.seed_score([90.0, 99.5, 99.2, 99.4]) == 99.2
+
+
+def test_a_candidate_clearly_behind_is_dropped_and_a_close_one_kept():
+    lead = R.Runner(1, 5000, [99.40, 99.42])
+    close = R.Runner(2, 4000, [99.38, 99.41])
+    far = R.Runner(3, 3000, [99.00, 98.98])
+    kept = {r.number for r in R.survivors([lead, close, far], tie=0.02)}
+    assert kept == {1, 2}
+
+
+def test_no_one_is_dropped_on_one_seed():
+    runners = [R.Runner(1, 5000, [99.4]), R.Runner(2, 5000, [95.0])]
+    assert R.survivors(runners, tie=0.02) == runners
+
+
+def test_race_finishes_when_separated_or_out_of_seeds():
+    assert R.finished([R.Runner(1, 1, [99.0])], max_seeds=3) == "separated"
+    two = [R.Runner(1, 1, [99.0, 99.1, 99.2]), R.Runner(2, 1, [99.0, 99.1, 99.2])]
+    assert R.finished(two, max_seeds=3) == "seeds"
+    assert R.finished([R.Runner(1, 1, [99.0]), R.Runner(2, 1, [99.1])], max_seeds=3) is None
+
+
+def test_pick_takes_the_best_statistic_and_a_tie_goes_to_fewer_parameters():
+    big, small = R.Runner(1, 6000, [99.40, 99.40]), R.Runner(2, 4000, [99.39, 99.40])
+    assert R.pick([big, small], tie=0.02).number == 2  # within one image: the smaller wins
+    assert R.pick([big, small], tie=0.001).number == 1
+    assert R.pick([R.Runner(1, 9000, [99.5, 99.5]), small], tie=0.02).number == 1
+
+
+# ----------------------------------------------------------------------------- plan and warm starts
+def test_plan_keeps_every_stage_inside_the_hours_and_lowers_explores_fidelity():
+    cfg = DrillConfig(name="p", budget=7000, hours=2.0, workers=1)
+    p = plan(cfg, n_train=55000, n_full=60000, sec_search=2.5e-4, sec_verify=4.5e-4)
+    assert 0 < p["explore_end"] < p["narrow_end"] < p["race_end"] < 2 * 3600
+    assert p["race_end"] + p["verify_s"] <= 2 * 3600 + 1
+    assert p["explore_training_s"] < p["full_training_s"] / 3 and not p["short"]
+    tiny = plan(DrillConfig(name="p", budget=7000, hours=0.1, workers=1), 55000, 60000, 2.5e-4, 4.5e-4)
+    assert tiny["short"] and tiny["explore_end"] > 0
+
+
+def test_a_baseline_over_the_budget_is_shrunk_to_fit():
+    exp1 = baselines.get("exp1").arch
+    small = shrink_to_budget(exp1, 5000)
+    assert count_params(small) <= 5000 < count_params(exp1) and len(small.blocks) == len(exp1.blocks)
+    assert shrink_to_budget(exp1, 50) is None
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "x" * 101, "a b"])
+def test_bad_drill_names_are_refused(name):
+    with pytest.raises(StudyError, match="name must be"):
+        check_name(name)
+
+
+@pytest.mark.parametrize("bad", [{"budget": 0}, {"hours": 0}, {"seeds": 0}, {"bar": 101}, {"workers": 0}])
+def test_bad_drill_settings_are_refused(bad):
+    with pytest.raises(StudyError):
+        DrillConfig(**{"name": "x", "budget": 5000, **bad})
+
+
+# ----------------------------------------------------------------------------- the stages, end to end
+TINY = {"budget": 3000, "hours": 0.012, "epochs": 2, "val_size": 300, "seeds": 2, "bar": 10.0, "workers": 1}
+
+
+def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(data_root, monkeypatch):
+    reads, read_split = [], D.read_split
+    started = {}
+
+    def guarded(raw_dir, which):
+        if which == "test" and "verify" not in started:
+            raise AssertionError("the test split was read before Verify")
+        reads.append(which)
+        return read_split(raw_dir, which)
+
+    monkeypatch.setattr(D, "read_split", guarded)
+    original_verify = Drill.verify
+
+    def verify(self):
+        assert self.get("choice") is not None  # the pick is stored before the test split is read
+        started["verify"] = True
+        original_verify(self)
+
+    monkeypatch.setattr(Drill, "verify", verify)
+    cfg = DrillConfig(name="d", data_dir=str(data_root), **TINY)
+    out = Drill(cfg, log=lambda line: None).run()
+    assert "test" in reads and out["verdict"]["passed"] is not None
+    folder = cfg.folder
+    for name in ("narrow-space.toml", "best.json", "best.py", "verify.json", "REPORT.md", "race.png", "verify.png"):
+        assert (folder / name).is_file(), name
+    report = (folder / "REPORT.md").read_text()
+    for section in ("## 1. Explore", "## 2. Narrow", "## 3. Race", "## 4. Verify"):
+        assert section in report
+    assert report.count("**Target.**") == 4 and report.count("**Analysis.**") == 4
+    study = optuna.load_study(study_name="d", storage=make_storage(cfg.storage_url))
+    assert study.user_attrs["done"] == ["explore", "narrow", "race", "verify"]
+    verify = json.loads((folder / "verify.json").read_text())
+    assert [r["seed"] for r in verify["runs"]] == [0, 1]
+
+
+def test_a_drill_without_a_bar_verifies_without_a_verdict(data_root):
+    cfg = DrillConfig(name="nb", data_dir=str(data_root), **{**TINY, "bar": None, "seeds": 1})
+    out = Drill(cfg, log=lambda line: None).run()
+    assert out["verdict"]["passed"] is None
+
+
+def test_resuming_with_other_settings_is_refused(data_root):
+    cfg = DrillConfig(name="r", data_dir=str(data_root), **TINY)
+    Drill(cfg, log=lambda line: None)
+    with pytest.raises(StudyError, match="other settings"):
+        Drill(DrillConfig(name="r", data_dir=str(data_root), **{**TINY, "budget": 2000}))
+
+
+# ----------------------------------------------------------------------------- kill -9 and resume
+def drill_proc(tmp_path, data_root, log):
+    args = ["--name", "k", "--budget", "3000", "--hours", "0.02", "--epochs", "3", "--val-size", "300",
+            "--seeds", "1", "--workers", "1", "--threads", "1", "--data-dir", str(data_root)]
+    return subprocess.Popen([sys.executable, "-m", "search.cli", "drill", *args], cwd=tmp_path, stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def wait_until(proc, cond, log_path, seconds=240):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if cond():
+            return
+        assert proc.poll() is None, f"drill exited early: {log_path.read_text()[-800:]}"
+        time.sleep(0.3)
+    raise AssertionError(f"timed out: {log_path.read_text()[-800:]}")
+
+
+def state(tmp_path):
+    if not (tmp_path / "studies/k/drill.journal").exists():
+        return None, {}
+    storage = make_storage(f"journal:{tmp_path}/studies/k/drill.journal", None)
+    try:
+        drill = optuna.load_study(study_name="k", storage=storage)
+    except KeyError:
+        return None, {}
+    out = {}
+    for stage in ("explore", "narrow"):
+        try:
+            s = optuna.load_study(study_name=f"k/{stage}", storage=storage)
+        except KeyError:
+            continue
+        out[stage] = {t.number: (t.state, t.params) for t in s.get_trials(deepcopy=False)}
+    return drill, out
+
+
+def test_a_drill_killed_in_narrow_and_in_race_resumes_without_losing_or_repeating_training(tmp_path, data_root):
+    log_path = tmp_path / "drill.log"
+    done = optuna.trial.TrialState.COMPLETE
+
+    def narrow_trained():
+        _, s = state(tmp_path)
+        return sum(st == done for st, _ in s.get("narrow", {}).values()) >= 1
+
+    with open(log_path, "w") as log:
+        proc = drill_proc(tmp_path, data_root, log)
+        wait_until(proc, narrow_trained, log_path)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    _, before = state(tmp_path)
+    kept = {n: p for n, (st, p) in before["narrow"].items() if st == done}
+
+    def raced():
+        drill, _ = state(tmp_path)
+        race = drill.user_attrs.get("race") if drill else None
+        return bool(race) and any(len(r["scores"]) > 1 for r in race["runners"])
+
+    with open(log_path, "a") as log:
+        proc = drill_proc(tmp_path, data_root, log)
+        wait_until(proc, raced, log_path)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    drill, mid = state(tmp_path)
+    scores_at_kill = {r["number"]: list(r["scores"]) for r in drill.user_attrs["race"]["runners"]}
+    assert drill.user_attrs["done"] == ["explore", "narrow"]
+    narrow_at_kill = {n: p for n, (st, p) in mid["narrow"].items() if st == done}
+
+    with open(log_path, "a") as log:
+        proc = drill_proc(tmp_path, data_root, log)
+        assert proc.wait(timeout=300) in (0, 1), log_path.read_text()[-800:]
+    drill, after = state(tmp_path)
+    assert drill.user_attrs["done"] == ["explore", "narrow", "race", "verify"]  # each stage once
+    for n, p in kept.items():  # no finished Narrow training lost
+        assert after["narrow"][n] == (done, p)
+    assert {n for n, (st, _) in after["narrow"].items() if st == done} == set(narrow_at_kill)  # none after Narrow ended
+    for r in drill.user_attrs["race"]["runners"]:  # the race went on from the stored scores
+        assert r["scores"][: len(scores_at_kill[r["number"]])] == scores_at_kill[r["number"]]
+        assert len(r["scores"]) <= R.MAX_SEEDS
+    text = log_path.read_text()
+    assert [text.count(f"[{s}] starting") for s in ("explore", "narrow", "race", "verify")] == [1, 2, 2, 1]
+
+
+@pytest.mark.parametrize("argv", [["--name", "../up", "--budget", "5000"], ["--name", "ok", "--budget", "10"],
+                                  ["--name", "ok", "--budget", "5000", "--hours", "-1"]])
+def test_bad_drill_input_is_one_line_exit_2_and_writes_nothing(argv, tmp_path, capsys):
+    from search.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["drill", *argv])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("budgetnas: error:") and len(err.splitlines()) == 1
+    assert not (tmp_path / "studies").exists() and not (tmp_path.parent / "up").exists()
