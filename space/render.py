@@ -59,7 +59,7 @@ def render(arch: Arch, provenance: dict) -> str:
     init, fwd = _layers(arch)
     r = arch.recipe
     recipe = "\n".join(f"    {json.dumps(k)}: {json.dumps(v)},  # {RECIPE_UNITS[k]}" for k, v in r.__dict__.items())
-    prov = "\n".join(f"{k}: {v}" for k, v in provenance.items())
+    prov = "\n".join(f"{docstring_text(k)}: {docstring_text(v)}" for k, v in provenance.items())
     return TEMPLATE.format(
         params=count_params(arch),
         provenance=prov,
@@ -67,6 +67,14 @@ def render(arch: Arch, provenance: dict) -> str:
         forward="\n".join(fwd),
         recipe=recipe,
     )
+
+
+def docstring_text(value) -> str:
+    """`value` as text that cannot end the module's docstring or start an escape: a study name,
+    a path or any text a storage hands us is data, never code. Every string the template
+    receives from outside passes through here; numbers and the recipe go in as `repr`/JSON."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return "".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}" for c in text)
 
 
 RECIPE_UNITS = {

@@ -101,3 +101,18 @@ def test_verify_cli_on_synthetic_data(tmp_path, data_root, capsys):
     assert json.loads((tmp_path / "v.json").read_text())["verdict"]["passed"] is False
     main(args + ["--target", "40", "--jobs", "2"])  # but it does learn (chance is 10%); seeds in parallel
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"PASS params={count_params(TINY)}")
+
+
+@pytest.mark.parametrize("name", ['x""";import os;os.system("touch INJECTED");"""', "a\\\"\"\"\\", "tab\there\x00nul", "'''"])
+def test_text_from_a_study_cannot_become_code_in_the_module(tmp_path, name):
+    import ast
+
+    from space.render import render
+
+    source = render(baselines.get("exp4").arch, {"Study": name, name: "key too"})
+    tree = ast.parse(source)  # still one valid module
+    assert f"Study: {name}" in ast.get_docstring(tree, clean=False)  # the text itself, as data
+    path = tmp_path / "m.py"
+    path.write_text(source)
+    subprocess.run([sys.executable, "-c", f"import runpy; runpy.run_path({str(path)!r})"], cwd=tmp_path, check=True)
+    assert not (tmp_path / "INJECTED").exists()
