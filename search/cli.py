@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,22 @@ STUDIES_DIR = Path("studies")
 
 class UserError(Exception):
     """Bad input from the user; printed as one line, exit code 2."""
+
+
+def writable(path: str | Path | None) -> Path | None:
+    """An output file checked before any work: its folder exists and both may be written. A run of
+    half an hour must not end in a traceback and no result."""
+    if path is None:
+        return None
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a file name to write.")
+    if not folder.is_dir():
+        raise UserError(f"cannot write {path}: folder {folder} does not exist.")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"cannot write {path}: permission denied.")
+    return path
 
 
 def set_threads(n: int | None) -> None:
@@ -102,6 +119,7 @@ def cmd_verify(args) -> None:
     from search.results import provenance, write_json
     from search.verify import load_candidate, run_seeds, verdict, verdict_line
 
+    writable(args.json)
     cand, engine = load_candidate(args.target), engine_of(args)
     data = D.load(args.dataset, args.data_dir, val_size=0)  # a data error is one line here, not one per job
     summaries = run_seeds(cand, data, range(args.seeds), args.epochs, engine, args.jobs,
@@ -145,7 +163,8 @@ def dry_run_summary(study) -> str:
 
 
 def cmd_drill(args) -> None:
-    from search.drill import Drill, DrillConfig, check_name
+    from search.drill import Drill, DrillConfig
+    from search.study import check_name
 
     check_name(args.name)
     cfg = DrillConfig(name=args.name, budget=args.budget, dataset=args.dataset, data_dir=args.data_dir,
@@ -166,7 +185,7 @@ def cmd_status(args) -> None:
 
 def existing_storage(name: str, url: str | None):
     """The storage of a study that must already exist; UserError otherwise."""
-    from search.study import default_storage, make_storage, storage_file
+    from search.study import default_storage, make_storage, redact, storage_file
 
     drill_journal = STUDIES_DIR / name / "drill.journal"  # a drill's default storage
     url = url or (f"journal:{drill_journal}" if drill_journal.is_file() else default_storage(name))
@@ -177,7 +196,7 @@ def existing_storage(name: str, url: str | None):
     try:
         storage.get_study_id_from_name(name)
     except KeyError:
-        raise UserError(f"no study {name!r} in {url}.") from None
+        raise UserError(f"no study {name!r} in {redact(url)}.") from None
     return storage
 
 
@@ -192,6 +211,7 @@ def cmd_export(args) -> None:
 
     from search.export import export
 
+    writable(args.output)
     study = load_existing_study(args.study, args.storage)
     out = export(study, Path(args.output), args.trial, args.params_max, args.epochs, args.confirmed)
     print(f"wrote {out}")
@@ -227,6 +247,13 @@ def cmd_report(args) -> None:
                                                        key=lambda p: (p.stem != "verify", p.name))
     if missing := [str(p) for p in verify if not p.is_file()]:
         raise UserError(f"no verify results at {', '.join(missing)}: run `budgetnas verify ... --json` first.")
+    for path in verify:  # every input read before anything is written
+        try:
+            result = json.loads(path.read_text())
+            result["verdict"], result["runs"][0]["history"]  # what the report reads
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+            raise UserError(f"{path}: not a verify result written by `budgetnas verify --json` ({e}).") from None
+    writable(args.output)
     print(f"wrote {write_report(study, out, verify)}")
 
 
@@ -239,26 +266,27 @@ def cmd_pruners(args) -> None:
     print(pruners.table(rows))
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def cmd_dashboard(args) -> None:
     from optuna.artifacts import FileSystemArtifactStore
-    from optuna_dashboard import run_server
 
+    from search import dashboard
     from search.runner import artifact_dir
 
     storage = existing_storage(args.study, args.storage)
-    if args.host not in LOOPBACK:
-        print(f"budgetnas: warning: optuna-dashboard has no authentication and its API can delete studies; "
+    if not dashboard.is_loopback(args.host):
+        can = " and can delete studies" if args.writable else " and can edit notes" if args.allow_notes else ""
+        print(f"budgetnas: warning: optuna-dashboard has no authentication{can}; "
               f"it is now reachable by anyone who can reach {args.host}:{args.port}. Prefer an SSH tunnel "
               "(ssh -L 8080:127.0.0.1:8080 host) or an authenticating reverse proxy.", file=sys.stderr)
     store = artifact_dir(args.study)
     store.mkdir(parents=True, exist_ok=True)
-    print(f"optuna-dashboard for study {args.study!r}: http://{args.host}:{args.port}/dashboard/studies/"
-          f"{storage.get_study_id_from_name(args.study)} (Ctrl-C stops it)", flush=True)
+    app = dashboard.build_app(storage, args.host, FileSystemArtifactStore(str(store)),
+                              writable=args.writable, allow_notes=args.allow_notes)
+    mode = "writable" if args.writable else "read-only except notes" if args.allow_notes else "read-only"
+    print(f"optuna-dashboard for study {args.study!r}: {dashboard.base_url(args.host, args.port)}/dashboard/studies/"
+          f"{storage.get_study_id_from_name(args.study)} ({mode}; Ctrl-C stops it)", flush=True)
     try:
-        run_server(storage, host=args.host, port=args.port, artifact_store=FileSystemArtifactStore(str(store)))
+        dashboard.serve(app, args.host, args.port)
     except KeyboardInterrupt:
         print("dashboard stopped")
     except OSError as e:
@@ -408,8 +436,16 @@ def parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("dashboard", help="serve optuna-dashboard on a study (loopback only by default)")
     add_study_args(db)
-    db.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback is public")
-    db.add_argument("--port", type=int, default=8080)
+    db.add_argument("--host", default="127.0.0.1",
+                    help="bind address (default: 127.0.0.1); anything but loopback is public")
+    db.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    mode = db.add_mutually_exclusive_group()
+    mode.add_argument("--allow-notes", action="store_true",
+                      help="let the dashboard save study and trial notes, nothing else "
+                           "(default: off, read-only)")
+    mode.add_argument("--writable", action="store_true",
+                      help="let the dashboard change the storage: delete and rename studies, tell trials, "
+                           "upload artifacts (default: off, read-only)")
     db.set_defaults(func=cmd_dashboard)
     return p
 

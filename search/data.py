@@ -111,9 +111,13 @@ def resolve_root(data_dir: str | os.PathLike | None = None) -> Path:
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """One IDX file (.gz or raw) as a uint8 array; DataError on anything unexpected."""
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        blob = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except OSError as e:  # permission denied, a folder, an I/O error: not the file's content
+        raise DataError(f"{path}: cannot read it ({e.strerror or e})") from None
+    try:
+        raw = gzip.decompress(blob) if path.suffix == ".gz" else blob
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot decompress ({e}); the file is corrupt or truncated") from None
     magic = 0x800 + ndim  # type 0x08 = unsigned byte
@@ -207,5 +211,13 @@ def load(
     train = Split(full.images[train_idx], full.labels[train_idx])
     val = Split(full.images[val_idx], full.labels[val_idx]) if val_size else None
     pixels = train.images.float().div_(255)
-    classes = int(max(full.labels.max(), test_split.labels.max() if test_split else 0)) + 1
+    for name, split in (("training", full), ("test", test_split)):
+        if split is not None and not len(split):
+            raise DataError(f"{raw_dir}: the {name} split is empty")
+    classes = int(full.labels.max()) + 1
+    if test_split is not None:
+        unseen = sorted(set(test_split.labels.unique().tolist()) - set(full.labels.unique().tolist()))
+        if unseen:
+            raise DataError(f"{raw_dir}: test labels {unseen[:5]} never occur in the training split; "
+                            "a model cannot learn them (labels must be 0..K-1 in both splits)")
     return Data(train, val, test_split, pixels.mean().item(), pixels.std().item(), classes)

@@ -23,7 +23,6 @@ import json
 import math
 import multiprocessing
 import os
-import re
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -39,7 +38,7 @@ from search import race as R
 from search.confirm import confirm_seed
 from search.runner import STUDIES, load_data, run_workers
 from search.status import completed, val_acc
-from search.study import StudyConfig, StudyError, make_storage, min_params, open_study
+from search.study import StudyConfig, StudyError, check_name, make_storage, min_params, open_study, redact
 from search.train import Engine, threads_each, train
 from space import Arch, Conv, SpaceConfig, build, count_params
 from space.derive import derive_space, to_toml
@@ -68,6 +67,9 @@ class DrillConfig:
     workers: int | None = None  # processes on this machine; default one per core
 
     def __post_init__(self):
+        check_name(self.name)
+        if "/" in self.name:
+            raise StudyError(f"a drill's name names one folder under studies/ (no '/'), but got {self.name!r}.")
         if self.budget <= 0:
             raise StudyError(f"budget must be a positive number of parameters, but got {self.budget}.")
         if not self.hours > 0:
@@ -98,16 +100,6 @@ class DrillConfig:
         """What must not change when a drill is resumed (time, workers and paths may)."""
         keep = ("budget", "dataset", "bar", "seeds", "epochs", "subset", "val_size", "seed")
         return {k: getattr(self, k) for k in keep}
-
-
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
-def check_name(name: str) -> str:
-    """A drill's name is also a folder under studies/: letters, digits, '.', '_', '-', nothing above it."""
-    if not NAME.fullmatch(name) or ".." in name:
-        raise StudyError(f"name must be 1-100 letters, digits, '.', '_' or '-' (a folder under studies/), but got {name!r}.")
-    return name
 
 
 # ----------------------------------------------------------------------------- clock and plan
@@ -225,9 +217,9 @@ class Drill:
         old = self.study.user_attrs.get(KEY)
         if old is None:
             if self.study.trials:
-                raise StudyError(f"study {cfg.name!r} exists in {cfg.storage_url} and is not a drill.")
+                raise StudyError(f"study {cfg.name!r} exists in {redact(cfg.storage_url)} and is not a drill.")
             self.study.set_user_attr(KEY, cfg.fingerprint())
-            self.study.set_user_attr("config", {**asdict(cfg), "storage": None})
+            self.study.set_user_attr("config", {**asdict(cfg), "storage": redact(cfg.storage)})
         elif old != cfg.fingerprint():
             changed = "; ".join(f"{k}: was {old.get(k)!r}, now {v!r}" for k, v in cfg.fingerprint().items()
                                 if old.get(k) != v)

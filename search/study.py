@@ -11,6 +11,7 @@ import functools
 import itertools
 import json
 import os
+import re
 import sqlite3
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -39,6 +40,23 @@ class StudyError(ValueError):
     """A study that cannot be created, opened or resumed as asked."""
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99})?")
+
+
+def check_name(name: str) -> str:
+    """A study's name is also a folder under studies/ (and a drill's stage, NAME/stage): letters,
+    digits, '.', '_' and '-', never a path that leaves studies/."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
+        raise StudyError(f"a study name must be 1-100 letters, digits, '.', '_' or '-' (it names a folder "
+                         f"under studies/), but got {name!r}.")
+    return name
+
+
+def redact(url: str | None) -> str | None:
+    """A storage URL fit to print or store: its password replaced by ***."""
+    return url if url is None else re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     name: str = "default"  # study name in the storage
@@ -62,8 +80,13 @@ class StudyConfig:
     space: SpaceConfig = field(default_factory=SpaceConfig)
 
     def __post_init__(self):
+        check_name(self.name)
         if self.budget <= 0:
             raise StudyError(f"budget must be a positive number of parameters, but got {self.budget}.")
+        if self.subset is not None and self.subset < 1:
+            raise StudyError(f"subset must be a number of training images >= 1, but got {self.subset}.")
+        if self.val_size < 1:
+            raise StudyError(f"val_size must be >= 1: a search selects on validation images, but got {self.val_size}.")
         if self.objective not in OBJECTIVES:
             raise StudyError(f"objective must be one of {OBJECTIVES}, but got {self.objective!r}.")
         if self.pruner not in PRUNERS:
@@ -90,7 +113,8 @@ class StudyConfig:
                 "space": self.space.to_dict()}
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "space": self.space.to_dict()}
+        """For the record (config.resolved.json, the study's attributes): the storage's password redacted."""
+        return {**asdict(self), "storage": redact(self.storage), "space": self.space.to_dict()}
 
 
 def fingerprint_of(study: optuna.Study) -> dict:
@@ -180,10 +204,13 @@ def storage_file(url: str) -> Path | None:
     """The local file behind a sqlite:/// or journal: URL; None for a database server."""
     for prefix in ("journal:", "sqlite:///"):
         if url.startswith(prefix):
+            if not url.removeprefix(prefix).strip() or url.removeprefix(prefix).endswith("/"):
+                raise StudyError(f"storage {url!r} names no file (an empty path would be an in-memory database, "
+                                 f"lost at exit): give {prefix}FILE.")
             return Path(url.removeprefix(prefix))
     if url.startswith(("postgresql", "mysql")):
         return None
-    raise StudyError(f"storage must be sqlite:///FILE, postgresql://..., mysql://... or journal:FILE, but got {url!r}.")
+    raise StudyError(f"storage must be sqlite:///FILE, postgresql://..., mysql://... or journal:FILE, but got {redact(url)!r}.")
 
 
 def check_storage_url(url: str) -> Path | None:
@@ -264,10 +291,10 @@ def make_storage(url: str, heartbeat: int | None = 30) -> optuna.storages.BaseSt
             return optuna.storages.RDBStorage(rdb_url, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
                                               heartbeat_stale_trial_callback=retry)
     except ModuleNotFoundError as e:
-        raise StudyError(f"cannot open storage {url!r}: no driver {e.name!r}; pip install 'budgetnas[postgres]' "
+        raise StudyError(f"cannot open storage {redact(url)!r}: no driver {e.name!r}; pip install 'budgetnas[postgres]' "
                          "for PostgreSQL.") from None
     except Exception as e:  # noqa: BLE001 -- sqlalchemy/driver errors: bad URL, unreachable server
-        raise StudyError(f"cannot open storage {url!r}: {str(e).splitlines()[0]}") from None
+        raise StudyError(f"cannot open storage {redact(url)!r}: {redact(str(e).splitlines()[0])}") from None
 
 
 def make_sampler(cfg: StudyConfig, worker: int = 0, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
@@ -301,7 +328,7 @@ def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
     old = fingerprint_of(study)
     if not old:
         if study.trials:
-            raise StudyError(f"study {cfg.name!r} exists in {cfg.storage_url} but was not made by budgetnas.")
+            raise StudyError(f"study {cfg.name!r} exists in {redact(cfg.storage_url)} but was not made by budgetnas.")
         warm = warm_params(cfg) if cfg.warm_start else {}  # a bad file stops us before the study is stamped
         study.set_user_attr(FINGERPRINT, fp)
         study.set_user_attr("config", json.loads(json.dumps(cfg.to_dict())))

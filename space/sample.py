@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields
 
 import optuna
 
-from space.arch import Arch, Conv, Pool, Recipe
+from space.arch import HEADS, OPTIMIZERS, SCHEDULES, Arch, Conv, Pool, Recipe
 
 IntRange = tuple[int, int]
 FloatRange = tuple[float, float]
@@ -50,6 +50,33 @@ class SpaceConfig:
     separable: tuple[bool, ...] = (False,)  # stages after the first: each 3x3 conv a depthwise 3x3 + 1x1?
     ema: tuple[float, ...] = (0.0,)  # weight-average decay per step (0: off); see Recipe.ema
     # Knobs added since the first studies default to off, so a study stored without one meant this.
+
+    def __post_init__(self):
+        """Every value checked by its meaning, so a bad [space] is refused before a study exists."""
+        problems = [f"[space] {k} must be {why}, but got {list(v) if isinstance(v := getattr(self, k), tuple) else v!r}."
+                    for k, ok, why in (
+            ("stages", self.stages[0] >= 1, "at least 1 stage"),
+            ("convs", self.convs[0] >= 1, "at least 1 conv a stage"),
+            ("channels", self.channels[0] >= 1, "at least 1 channel"),
+            ("channel_step", self.channel_step >= 1, "a step of at least 1"),
+            ("dropout", 0 <= self.dropout[0] and self.dropout[1] < 1, "a probability in [0, 1)"),
+            ("dropout_step", self.dropout_step > 0, "a step > 0"),
+            ("head", set(self.head) <= set(HEADS), f"choices among {list(HEADS)}"),
+            ("optimizer", set(self.optimizer) <= set(OPTIMIZERS), f"choices among {list(OPTIMIZERS)}"),
+            ("schedule", set(self.schedule) <= set(SCHEDULES), f"choices among {list(SCHEDULES)}"),
+            ("lr", self.lr[0] > 0, "learning rates > 0 (sampled on a log scale)"),
+            ("weight_decay", min(self.weight_decay) >= 0, "decays >= 0"),
+            ("step_every", self.step_every[0] >= 1, "at least 1 epoch"),
+            ("step_gamma", all(0 < g <= 1 for g in self.step_gamma), "decay factors in (0, 1]"),
+            ("batch_size", min(self.batch_size) >= 1, "at least 1 image"),
+            ("rotate", 0 <= self.rotate[0] and self.rotate[1] <= 180, "degrees in [0, 180]"),
+            ("rotate_step", self.rotate_step > 0, "a step > 0"),
+            ("translate", 0 <= self.translate[0] and self.translate[1] < 1, "a fraction of the side in [0, 1)"),
+            ("translate_step", self.translate_step > 0, "a step > 0"),
+            ("ema", all(0 <= e < 1 for e in self.ema), "decays in [0, 1) (0: off)"),
+        ) if not ok]
+        if problems:
+            raise ValueError(problems[0])
 
     @classmethod
     def from_dict(cls, d: dict) -> SpaceConfig:

@@ -47,7 +47,72 @@ CASES = [
     (["status", "--config", "missing.toml"], "no such config file"),
     (["export", "--study", "nothing"], "no study database"),
     (["verify", "missing.py"], "no such file"),
+    (["search", "--study", "../../x"], "a study name must be"),
+    (["search", "--study", ""], "a study name must be"),
+    (["search", "--study", "x", "--subset", "0"], "subset must be"),
+    (["search", "--study", "x", "--subset", "-5"], "subset must be"),
+    (["search", "--study", "x", "--storage", "sqlite:///"], "names no file"),
+    (["search", "--study", "x", "--storage", "journal:"], "names no file"),
+    (["verify", "exp1", "--json", "nofolder/v.json"], "folder nofolder does not exist"),
+    (["verify", "exp1", "--json", "."], "is a folder"),
+    (["export", "--study", "nothing", "-o", "nofolder/m.py"], "folder nofolder does not exist"),
+    (["drill", "--name", "../x", "--budget", "5000"], "name"),
+    (["drill", "--name", "a/b", "--budget", "5000"], "no '/'"),
 ]
+
+BAD_SPACE = ['head = ["gapp"]', 'optimizer = ["lbfgs"]', "lr = [0, 0.1]", "dropout = [0.0, 1.0]", "batch_size = [0]",
+             "ema = [1.5]", "channels = [0, 8]", "channel_step = 0", "rotate_step = 0.0", 'schedule = ["linear"]',
+             "step_gamma = [0.0]", "weight_decay = [-1e-4]", "translate = [0.0, 1.0]", "stages = [0, 2]"]
+
+
+@pytest.mark.parametrize("line", BAD_SPACE)
+def test_space_values_are_checked_by_meaning_before_a_study_exists(line, cwd):
+    (cwd / "s.toml").write_text(f'[study]\nname = "s"\n[space]\n{line}\n')
+    assert_one_line_error(budgetnas("search", "--config", "s.toml", cwd=cwd), f"[space] {line.split()[0]} must be")
+    assert not (cwd / "studies").exists()
+
+
+def test_a_storage_password_never_reaches_the_terminal(cwd, data_root):
+    result = budgetnas("search", "--study", "x", "--storage", "postgresql://user:SECRET@127.0.0.1:1/db",
+                       "--data-dir", str(data_root), "--val-size", "200", cwd=cwd)
+    assert_one_line_error(result, "cannot open storage")
+    assert "SECRET" not in result.stderr + result.stdout and "user:***@" in result.stderr
+
+
+def test_the_resolved_config_never_holds_a_storage_password():
+    from search.study import StudyConfig
+
+    cfg = StudyConfig(name="x", storage="postgresql://user:SECRET@db.example/studies")
+    assert "SECRET" not in str(cfg.to_dict()) and cfg.storage_url.endswith("SECRET@db.example/studies")
+
+
+def test_test_labels_unseen_in_training_are_refused(cwd, data_root):
+    from tests.conftest import idx_bytes
+
+    path = data_root / "MNIST/raw/t10k-labels-idx1-ubyte.gz"
+    import gzip
+
+    import numpy as np
+
+    labels = np.frombuffer(gzip.decompress(path.read_bytes())[8:], dtype=np.uint8).copy()
+    labels[0] = 255
+    path.write_bytes(gzip.compress(idx_bytes(labels)))
+    assert_one_line_error(budgetnas("baseline", "1", "--data-dir", str(data_root), cwd=cwd), "[255] never occur")
+
+
+def test_a_data_file_that_cannot_be_read_is_not_called_corrupt(cwd, data_root):
+    path = data_root / "MNIST/raw/train-images-idx3-ubyte.gz"
+    path.unlink()
+    path.mkdir()
+    assert_one_line_error(budgetnas("baseline", "1", "--data-dir", str(data_root), cwd=cwd), "cannot read it")
+
+
+def test_report_reads_every_input_before_writing_anything(cwd):
+    (cwd / "studies").mkdir()
+    optuna.create_study(study_name="rep", storage=f"sqlite:///{cwd}/studies/rep.db")
+    (cwd / "bad.json").write_text("{not json")
+    assert_one_line_error(budgetnas("report", "--study", "rep", "--verify", "bad.json", cwd=cwd), "not a verify result")
+    assert sorted(p.name for p in (cwd / "studies").iterdir()) == ["rep.db"]
 
 
 @pytest.mark.parametrize("args, match", CASES, ids=[" ".join(a[:2]) + ":" + m[:20] for a, m in CASES])
