@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from importlib import import_module
 
 from space import Arch
+from space.errors import BadInput
 
 NAMES = ("exp1", "exp2", "exp3", "exp4")
 
@@ -23,7 +24,7 @@ def get(name: str) -> Baseline:
     key = name.removeprefix("baselines/").removesuffix(".py")
     key = f"exp{key}" if key.isdigit() else key
     if key not in NAMES:
-        raise ValueError(f"unknown baseline {name!r}; known: {', '.join(NAMES)}.")
+        raise BadInput(f"unknown baseline {name!r}; known: {', '.join(NAMES)}.")
     m = import_module(f"baselines.{key}")
     return Baseline(key, m.ARCH, m.TARGET, m.ANALYSIS)
 

@@ -6,17 +6,20 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import torch
 
 from search.data import VAL_SPLITS
+from space.errors import BadInput
 
 EXIT_USAGE = 2  # bad input: a path, a file, a value; one line on stderr
+EXIT_BUG = 70  # an internal error (BSD's EX_SOFTWARE): a bug in budgetnas, reported with its traceback
 STUDIES_DIR = Path("studies")
 
 
-class UserError(Exception):
+class UserError(BadInput):
     """Bad input from the user; printed as one line, exit code 2."""
 
 
@@ -453,8 +456,6 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     import optuna
 
-    from search.data import DataError
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our one line a trial replaces Optuna's INFO lines
     args = parser().parse_args(argv)
     set_threads(getattr(args, "threads", None))
@@ -462,7 +463,7 @@ def main(argv: list[str] | None = None) -> None:
         if hasattr(args, "study_config"):
             resolve_study_args(args)
         args.func(args)
-    except (UserError, DataError, ValueError) as e:
+    except BadInput as e:  # the user's to fix: one line
         if os.environ.get("BUDGETNAS_DEBUG"):
             raise
         print(f"budgetnas: error: {e}", file=sys.stderr)
@@ -472,6 +473,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()
+    except Exception as e:  # noqa: BLE001 -- ours to fix: say so, keep the traceback
+        traceback.print_exc()
+        print(f"budgetnas: internal error (a bug in budgetnas, not in your input; please report it with the "
+              f"traceback above): {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(EXIT_BUG)
 
 
 if __name__ == "__main__":

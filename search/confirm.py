@@ -23,6 +23,7 @@ from search.status import completed, val_acc
 from search.study import fingerprint_of
 from search.train import Diverged, Engine, train
 from space import Arch, build
+from space.errors import BadInput
 
 KEY = "confirm"  # study user attribute: {trial number: {"seeds": [...], "val_last3": [...]}}
 
@@ -31,7 +32,7 @@ def study_data(study: optuna.Study, data_dir) -> Data:
     """The data the study's trials were scored on: its dataset, validation split and subset."""
     fp = fingerprint_of(study)
     if not fp:
-        raise ValueError(f"study {study.study_name!r} was not made by `budgetnas search`: its data is not recorded.")
+        raise BadInput(f"study {study.study_name!r} was not made by `budgetnas search`: its data is not recorded.")
     return load(fp["dataset"], data_dir, val_size=fp["val_size"], subset=fp["subset"],
                 val_split=fp["val_split"], test=False)
 
@@ -45,7 +46,7 @@ def top_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
     """The `top` best completed trials by their own validation score."""
     trials = sorted(completed(study), key=lambda t: -val_acc(t))[:top]
     if not trials:
-        raise ValueError(f"study {study.study_name!r} has no completed trial to confirm yet.")
+        raise BadInput(f"study {study.study_name!r} has no completed trial to confirm yet.")
     return trials
 
 
@@ -91,7 +92,7 @@ def confirmed(study: optuna.Study) -> list[tuple[FrozenTrial, list[float]]]:
 def best_confirmed(study: optuna.Study) -> FrozenTrial:
     rows = confirmed(study)
     if not rows:
-        raise ValueError(f"study {study.study_name!r} has no confirmed trial: run `budgetnas confirm` first.")
+        raise BadInput(f"study {study.study_name!r} has no confirmed trial: run `budgetnas confirm` first.")
     return rows[0][0]
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from space.errors import BadInput
+
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -81,7 +83,7 @@ DATASETS = {
 }
 
 
-class DataError(Exception):
+class DataError(BadInput):
     """A data file or directory is missing, truncated or not IDX; the message is one line."""
 
 
@@ -187,7 +189,7 @@ def load(
     selection (search, confirm, the drill's stages before Verify) runs without them.
     """
     if val_split not in VAL_SPLITS:
-        raise ValueError(f"val_split must be one of {VAL_SPLITS}, but got {val_split!r}.")
+        raise BadInput(f"val_split must be one of {VAL_SPLITS}, but got {val_split!r}.")
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
     source = DATASETS[dataset]
@@ -200,7 +202,7 @@ def load(
     full = read_split(raw_dir, "train")
     test_split = read_split(raw_dir, "test") if test else None
     if not 0 <= val_size < len(full):
-        raise ValueError(f"val_size must be in [0, {len(full)}), but got {val_size}.")
+        raise BadInput(f"val_size must be in [0, {len(full)}), but got {val_size}.")
     if val_split == "tail":
         order = torch.arange(len(full)).roll(val_size)  # the last val_size first, then the rest in file order
     else:

@@ -13,6 +13,7 @@ from search.data import split_words
 from search.status import best_trial
 from search.study import fingerprint_of
 from space import Arch
+from space.errors import BadInput
 from space.render import render
 
 
@@ -22,13 +23,13 @@ def choose_trial(study: optuna.Study, number: int | None = None, params_max: int
     (at or under `params_max` params)."""
     if confirmed:
         if number is not None or params_max is not None:
-            raise ValueError("--confirmed picks the trial itself: drop --trial and --params-max.")
+            raise BadInput("--confirmed picks the trial itself: drop --trial and --params-max.")
         return best_confirmed(study)
     if number is None:
         return best_trial(study, params_max)
     trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
     if not trials or not trials[0].values:
-        raise ValueError(f"study {study.study_name!r} has no completed trial {number}.")
+        raise BadInput(f"study {study.study_name!r} has no completed trial {number}.")
     return trials[0]
 
 

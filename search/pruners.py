@@ -13,12 +13,13 @@ from optuna.trial import TrialState
 
 from search.status import completed, val_acc
 from search.study import StudyConfig, make_pruner
+from space.errors import BadInput
 
 
 def replay(study: optuna.Study, pruner: str, top: int = 5) -> dict:
     trials = sorted((t for t in completed(study) if t.user_attrs.get("history")), key=lambda t: t.number)
     if not trials:
-        raise ValueError(f"study {study.study_name!r} has no fully trained trial to replay.")
+        raise BadInput(f"study {study.study_name!r} has no fully trained trial to replay.")
     epochs = len(trials[0].user_attrs["history"])
     replayed = optuna.create_study(direction="maximize", pruner=make_pruner(StudyConfig(pruner=pruner, epochs=epochs)))
     trained, killed = 0, set()

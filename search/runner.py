@@ -20,6 +20,7 @@ from search import data as D
 from search.objective import make_objective
 from search.study import StudyConfig, open_study
 from search.train import Engine, threads_each
+from space.errors import BadInput
 
 STUDIES = Path("studies")
 
@@ -62,7 +63,7 @@ def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int =
     optuna.logging.get_logger("optuna.study._optimize").addFilter(NO_INTERRUPT_TRACEBACK)  # once: a set
     data = None if cfg.dry_run else load_data(cfg)
     if data is not None and data.val is None:
-        raise ValueError("a search needs a validation split: val_size must be > 0.")
+        raise BadInput("a search needs a validation split: val_size must be > 0.")
     if storage is None and cfg.dry_run:  # a dry run never touches the real study
         storage = optuna.storages.InMemoryStorage()
     study = open_study(cfg, storage=storage, worker=worker)
@@ -121,12 +122,12 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
         shareable = not (cfg.dry_run or cfg.storage_url.startswith("sqlite"))
         workers = min(os.cpu_count() or 1, cfg.trials) if shareable else 1
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, but got {workers}.")
+        raise BadInput(f"workers must be >= 1, but got {workers}.")
     if workers == 1:
         stop_on_signals()  # `kill` ends the running trial as FAIL, as Ctrl-C does
         return run(cfg, engine, callbacks=callbacks)
     if cfg.dry_run or cfg.storage_url.startswith("sqlite"):
-        raise ValueError("--workers > 1 needs a storage that several processes can share safely: "
+        raise BadInput("--workers > 1 needs a storage that several processes can share safely: "
                          "--storage journal:studies/NAME.journal (one machine) or a postgresql:// URL.")
     load_data(cfg)  # fail here, not in K workers
     open_study(cfg)

@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.study import fingerprint_of
+from space.errors import BadInput
 
 
 def val_acc(t: FrozenTrial) -> float:
@@ -33,7 +34,7 @@ def best_trial(study: optuna.Study, params_max: int | None = None) -> FrozenTria
     trials = [t for t in completed(study) if params_max is None or t.user_attrs["params"] <= params_max]
     if not trials:
         limit = f" with at most {params_max} params" if params_max is not None else ""
-        raise ValueError(f"study {study.study_name!r} has no completed trial{limit} yet.")
+        raise BadInput(f"study {study.study_name!r} has no completed trial{limit} yet.")
     return max(trials, key=lambda t: (val_acc(t), -t.user_attrs["params"]))
 
 

@@ -28,6 +28,7 @@ import baselines
 from search.annotate import study_note
 from search.data import VAL_SPLITS
 from space import Arch, Conv, Pool, SpaceConfig, count_params, params_of
+from space.errors import BadInput
 from space.sample import fits, params_in
 
 OBJECTIVES = ("accuracy", "pareto")
@@ -36,7 +37,7 @@ FINGERPRINT = "budgetnas"  # study user attribute holding what the study was cre
 ADDED_SINCE = {"val_split": "random"}  # fingerprint settings added after the first studies: what they meant
 
 
-class StudyError(ValueError):
+class StudyError(BadInput):
     """A study that cannot be created, opened or resumed as asked."""
 
 

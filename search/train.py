@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from search.data import Data, Split
 from space import Recipe
+from space.errors import BadInput
 
 EVAL_BATCH = 4096  # images per evaluation forward; memory is tiny for these models
 COMPILE_MIN_STEPS = 1500  # torch.compile's start-up (tens of seconds on 2 cores) must be repaid
@@ -37,7 +38,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here.")
+        raise BadInput(f"device {name!r} asked for, but CUDA is not available here.")
     return torch.device(name)
 
 
@@ -79,9 +80,9 @@ class Engine:
 
     def __post_init__(self):
         if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, but got {self.precision!r}.")
+            raise BadInput(f"precision must be auto, fp32 or bf16, but got {self.precision!r}.")
         if self.compile not in ("auto", "on", "off"):
-            raise ValueError(f"compile must be auto, on or off, but got {self.compile!r}.")
+            raise BadInput(f"compile must be auto, on or off, but got {self.compile!r}.")
 
     def pinned(self) -> Engine:
         """The same engine with `precision="auto"` decided for this machine (for the record)."""

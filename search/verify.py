@@ -23,6 +23,7 @@ import baselines
 from search.data import Data, load
 from search.train import Engine, threads_each, train
 from space import Recipe, build, count_params
+from space.errors import BadInput
 
 LAST = 3  # epochs at the end that must all clear the target
 
@@ -40,17 +41,17 @@ def load_candidate(target: str) -> Candidate:
     path = Path(target)
     if path.suffix == ".py" and "baselines" not in path.parts:
         if not path.exists():
-            raise ValueError(f"{path}: no such file.")
+            raise BadInput(f"{path}: no such file.")
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
         spec.loader.exec_module(module)
         for attr in ("Net", "RECIPE", "PARAMS"):
             if not hasattr(module, attr):
-                raise ValueError(f"{path} has no {attr}; is it a module written by `budgetnas export`?")
+                raise BadInput(f"{path} has no {attr}; is it a module written by `budgetnas export`?")
         counted = sum(p.numel() for p in module.Net().parameters() if p.requires_grad)
         if counted != module.PARAMS:
-            raise ValueError(f"{path} says PARAMS = {module.PARAMS}, but its Net has {counted} trainable parameters.")
+            raise BadInput(f"{path} says PARAMS = {module.PARAMS}, but its Net has {counted} trainable parameters.")
         return Candidate(str(path), module.Net, Recipe(**module.RECIPE), counted)
     b = baselines.get(target)
     return Candidate(b.name, partial(build, b.arch), b.arch.recipe, count_params(b.arch))
@@ -125,7 +126,7 @@ def run_seeds(cand: Candidate, data: Data, seeds, epochs: int | None, engine: En
     """Per-seed summaries (with histories). `jobs` > 1 trains seeds in parallel processes, which
     reload the candidate and data from `source` = (target, dataset, data_dir)."""
     if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, but got {jobs}.")
+        raise BadInput(f"jobs must be >= 1, but got {jobs}.")
     if jobs == 1:
         return [summarise_run(cand, data, seed, epochs, engine) for seed in seeds]
     threads = threads_each(jobs)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 
+from space.errors import BadInput
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "onecycle", "cosine")
 HEADS = ("gap", "flatten")
@@ -47,13 +49,13 @@ class Recipe:
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, but got {self.optimizer!r}.")
+            raise BadInput(f"optimizer must be one of {OPTIMIZERS}, but got {self.optimizer!r}.")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, but got {self.schedule!r}.")
+            raise BadInput(f"schedule must be one of {SCHEDULES}, but got {self.schedule!r}.")
         if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema must be in [0, 1), but got {self.ema}.")
+            raise BadInput(f"ema must be in [0, 1), but got {self.ema}.")
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, but got {self.epochs}, {self.batch_size}.")
+            raise BadInput(f"epochs and batch_size must be >= 1, but got {self.epochs}, {self.batch_size}.")
 
 
 @dataclass(frozen=True)
@@ -69,11 +71,11 @@ class Arch:
 
     def __post_init__(self):
         if self.head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, but got {self.head!r}.")
+            raise BadInput(f"head must be one of {HEADS}, but got {self.head!r}.")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), but got {self.dropout}.")
+            raise BadInput(f"dropout must be in [0, 1), but got {self.dropout}.")
         if not any(isinstance(b, Conv) for b in self.blocks):
-            raise ValueError("an Arch needs at least one Conv block.")
+            raise BadInput("an Arch needs at least one Conv block.")
         feature_shape(self)  # raises if the image shrinks to nothing
 
     # -- JSON ---------------------------------------------------------------------
@@ -94,7 +96,7 @@ class Arch:
             b = dict(b)
             kind = b.pop("type")
             if kind not in kinds:
-                raise ValueError(f"block type must be one of {tuple(kinds)}, but got {kind!r}.")
+                raise BadInput(f"block type must be one of {tuple(kinds)}, but got {kind!r}.")
             blocks.append(kinds[kind](**b))
         return cls(blocks=tuple(blocks), recipe=Recipe(**d.pop("recipe", {})), **d)
 
@@ -112,10 +114,10 @@ def feature_shape(arch: Arch) -> tuple[int, int]:
     for i, b in enumerate(arch.blocks):
         if isinstance(b, Conv):
             if c % b.groups or b.out % b.groups:
-                raise ValueError(f"block {i} ({b}): its groups must divide its {c} input and {b.out} output channels.")
+                raise BadInput(f"block {i} ({b}): its groups must divide its {c} input and {b.out} output channels.")
             c, side = b.out, side + 2 * b.pad - b.k + 1
         else:
             side = side // b.size
         if side < 1:
-            raise ValueError(f"block {i} ({b}) shrinks the {arch.image_size}px image to nothing.")
+            raise BadInput(f"block {i} ({b}) shrinks the {arch.image_size}px image to nothing.")
     return c, side

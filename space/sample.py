@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 import optuna
 
 from space.arch import HEADS, OPTIMIZERS, SCHEDULES, Arch, Conv, Pool, Recipe
+from space.errors import BadInput
 
 IntRange = tuple[int, int]
 FloatRange = tuple[float, float]
@@ -76,23 +77,23 @@ class SpaceConfig:
             ("ema", all(0 <= e < 1 for e in self.ema), "decays in [0, 1) (0: off)"),
         ) if not ok]
         if problems:
-            raise ValueError(problems[0])
+            raise BadInput(problems[0])
 
     @classmethod
     def from_dict(cls, d: dict) -> SpaceConfig:
         defaults = cls()
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown [space] keys {sorted(unknown)}; known: {sorted(f.name for f in fields(cls))}.")
+            raise BadInput(f"unknown [space] keys {sorted(unknown)}; known: {sorted(f.name for f in fields(cls))}.")
         for k, v in d.items():
             like = getattr(defaults, k)
             items, kinds = (v, like) if isinstance(like, tuple) else ([v], [like])
             if isinstance(like, tuple) and (not isinstance(v, list) or not v):
-                raise ValueError(f"[space] {k} must be a non-empty list like {list(like)}, but got {v!r}.")
+                raise BadInput(f"[space] {k} must be a non-empty list like {list(like)}, but got {v!r}.")
             if not all(_same_kind(x, kinds[0]) for x in items):
-                raise ValueError(f"[space] {k} must hold values like {like!r}, but got {v!r}.")
+                raise BadInput(f"[space] {k} must hold values like {like!r}, but got {v!r}.")
             if k in RANGES and (len(v) != 2 or v[0] > v[1]):
-                raise ValueError(f"[space] {k} must be a range [low, high] with low <= high, but got {v!r}.")
+                raise BadInput(f"[space] {k} must be a range [low, high] with low <= high, but got {v!r}.")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def to_dict(self) -> dict:
@@ -172,11 +173,11 @@ def params_of(arch: Arch) -> dict:
     for b in arch.blocks:
         if isinstance(b, Pool):
             if b.size != 2:
-                raise ValueError(f"the space only has 2x2 pools, but got {b}.")
+                raise BadInput(f"the space only has 2x2 pools, but got {b}.")
             stages.append([])
         else:
             if b.groups > 1 and not b.groups == b.out == c:
-                raise ValueError(f"the space's grouped convs are depthwise (groups = channels in = out), but got {b} after {c} channels.")
+                raise BadInput(f"the space's grouped convs are depthwise (groups = channels in = out), but got {b} after {c} channels.")
             stages[-1].append(b)
             c = b.out
     p: dict = {"stages": len(stages)}
@@ -191,7 +192,7 @@ def params_of(arch: Arch) -> dict:
                 convs = _unseparated(s, convs)
         pads = [c.pad for c in convs]
         if not convs or any(c.k != 3 or c.groups > 1 for c in convs) or pads != sorted(pads) or set(pads) - {0, 1}:
-            raise ValueError(f"stage {s} must be 3x3 convs whose padded ones (pad 1) come last, but got {convs}.")
+            raise BadInput(f"stage {s} must be 3x3 convs whose padded ones (pad 1) come last, but got {convs}.")
         p[f"s{s}_convs"] = len(convs)
         p.update({f"s{s}_c{i}": c.out for i, c in enumerate(convs)})
         p[f"s{s}_padded"] = sum(pads)
@@ -208,7 +209,7 @@ def _unseparated(stage: int, convs: list[Conv]) -> list[Conv]:
     """A separable stage's (depthwise, 1x1) pairs -> the convs they stand for (the 1x1's width)."""
     dws, pws = convs[0::2], convs[1::2]
     if len(dws) != len(pws) or any(d.groups == 1 or w.k != 1 or w.groups > 1 for d, w in zip(dws, pws, strict=True)):
-        raise ValueError(f"separable stage {stage} must be (depthwise 3x3, 1x1) pairs, but got {convs}.")
+        raise BadInput(f"separable stage {stage} must be (depthwise 3x3, 1x1) pairs, but got {convs}.")
     return [Conv(w.out, d.k, d.pad) for d, w in zip(dws, pws, strict=True)]
 
 
@@ -223,7 +224,7 @@ def params_in(space: SpaceConfig, arch: Arch) -> dict:
         choices = getattr(space, knob, None)
         if knob not in RANGES and isinstance(choices, tuple) and v not in choices:
             if len(choices) > 1:
-                raise ValueError(f"{name}={v!r} is not among the space's choices {list(choices)}.")
+                raise BadInput(f"{name}={v!r} is not among the space's choices {list(choices)}.")
             params[name] = choices[0]
     for name, d in _sampled(space, params, arch.recipe.epochs).distributions.items():
         v = params[name]
@@ -233,7 +234,7 @@ def params_in(space: SpaceConfig, arch: Arch) -> dict:
     try:
         _sampled(space, params, arch.recipe.epochs)
     except ValueError:  # a stage's conv count moved: the widths of its new convs are missing
-        raise ValueError("it cannot be moved into the space without changing its shape.") from None
+        raise BadInput("it cannot be moved into the space without changing its shape.") from None
     return params
 
 

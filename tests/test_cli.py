@@ -142,3 +142,27 @@ def test_resuming_with_a_changed_budget(cwd, data_root):
     before = (cwd / "studies/r.db").read_bytes()
     assert_one_line_error(budgetnas(*common, "--budget", "5000", cwd=cwd), "budget: was 8000, now 5000")
     assert (cwd / "studies/r.db").read_bytes() == before  # nothing written
+
+
+def test_an_internal_error_is_reported_as_a_bug_not_as_bad_input(monkeypatch, capsys):
+    from search import cli
+
+    def broken(args):
+        raise ValueError("an invariant of ours broke")  # a plain ValueError is ours, not the user's
+
+    monkeypatch.setattr(cli, "cmd_status", broken)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["status", "--study", "x"])
+    err = capsys.readouterr().err
+    assert e.value.code == cli.EXIT_BUG != cli.EXIT_USAGE
+    assert "Traceback" in err and "internal error (a bug in budgetnas" in err and "budgetnas: error:" not in err
+
+
+def test_bad_input_raised_anywhere_is_one_line_exit_2(monkeypatch, capsys):
+    from search import cli
+    from space.errors import BadInput
+
+    monkeypatch.setattr(cli, "cmd_status", lambda args: (_ for _ in ()).throw(BadInput("bad value 7.")))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["status", "--study", "x"])
+    assert e.value.code == cli.EXIT_USAGE and capsys.readouterr().err == "budgetnas: error: bad value 7.\n"
