@@ -204,9 +204,16 @@ def existing_storage(name: str, url: str | None):
 
 
 def load_existing_study(name: str, url: str | None):
+    """A study made by budgetnas (`search` or `drill`); UserError for any other."""
     import optuna
 
-    return optuna.load_study(study_name=name, storage=existing_storage(name, url))
+    from search.drill import KEY
+    from search.study import FINGERPRINT
+
+    study = optuna.load_study(study_name=name, storage=existing_storage(name, url))
+    if FINGERPRINT not in study.user_attrs and KEY not in study.user_attrs and study.trials:
+        raise UserError(f"study {name!r} was not made by budgetnas (`search` or `drill`): it holds no architectures.")
+    return study
 
 
 def cmd_export(args) -> None:
@@ -473,6 +480,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()
+    except OSError as e:  # the machine's, not ours: a full disk, a read-only or vanished folder
+        print(f"budgetnas: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     except Exception as e:  # noqa: BLE001 -- ours to fix: say so, keep the traceback
         traceback.print_exc()
         print(f"budgetnas: internal error (a bug in budgetnas, not in your input; please report it with the "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -62,6 +63,8 @@ def make_objective(
         if notes:
             annotate_trial(trial, arch, n, budget, history, outcome, artifact_dir)
 
+    epoch_lines = not sys.stdout.isatty()  # a log file gets a line an epoch; a terminal sees the trial lines
+
     def objective(trial: optuna.Trial):
         t0 = time.perf_counter()
         trial.set_user_attr("worker", worker_id())  # which machine and process ran it: see runner.fail_orphans
@@ -87,6 +90,9 @@ def make_objective(
         def report(record: dict) -> None:
             history.append(record)
             trial.set_user_attr("history", history)
+            if epoch_lines:
+                print(f"trial {trial.number:3d} epoch {record['epoch']}/{epochs}: val {record['val_acc']:.2f}% "
+                      f"({record['seconds']:.0f}s)", flush=True)
             if pareto:  # Optuna's pruners do not run in multi-objective studies
                 return
             trial.report(record["val_acc"], record["epoch"])

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from search import data as D
 from search.objective import make_objective
-from search.study import StudyConfig, open_study
+from search.study import StudyConfig, make_storage, open_study, redact
 from search.train import Engine, threads_each
 from space.errors import BadInput
 
@@ -66,12 +66,19 @@ def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int =
         raise BadInput("a search needs a validation split: val_size must be > 0.")
     if storage is None and cfg.dry_run:  # a dry run never touches the real study
         storage = optuna.storages.InMemoryStorage()
+    before = _trial_count(cfg, storage)
     study = open_study(cfg, storage=storage, worker=worker)
+    if worker == 0:
+        if data is not None:
+            print(f"data: {cfg.dataset}, {len(data.train):,} training and {len(data.val):,} validation images", flush=True)
+        print(f"study {cfg.name}: {'resumed with ' + str(before) + ' trials' if before else 'created'} in "
+              f"{redact(cfg.storage_url)}; up to {cfg.trials} more trials"
+              + (f" or {cfg.timeout / 60:.1f} min" if cfg.timeout else ""), flush=True)
     if not cfg.dry_run and worker == 0:
         out = STUDIES / cfg.name / "config.resolved.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({**cfg.to_dict(), "engine": engine.pinned().to_dict()}, indent=1) + "\n")
-    if worker == 0 and cfg.storage_url.startswith("journal:"):
+    if worker == 0:
         fail_orphans(study)
     objective = make_objective(budget=cfg.budget, space=cfg.space, epochs=cfg.epochs, data=data,
                                pareto=cfg.objective == "pareto", seed=cfg.seed, engine=engine, dry_run=cfg.dry_run,
@@ -82,20 +89,38 @@ def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int =
 
 
 def fail_orphans(study: optuna.Study) -> None:
-    """Crash recovery for journal storage, which has no heartbeats: a RUNNING trial whose worker
-    was a process of this machine that no longer exists (killed, machine rebooted) ends FAIL and
-    its parameters are enqueued again, once. Trials of other machines' workers are left alone."""
+    """Crash recovery on any storage: a RUNNING trial whose worker was a process of this machine
+    that no longer exists (killed, machine rebooted) ends FAIL at once (on SQLite and PostgreSQL
+    the heartbeat would only do it after its grace period), and a FAIL trial of such a worker
+    (one stopped by Ctrl-C or `kill`) is enqueued again, once. Trials of other machines' workers
+    are left alone; a retry that fails too is not retried again."""
     host = socket.gethostname()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:
         worker_host, _, pid = t.user_attrs.get("worker", "").rpartition(":")
-        if worker_host != host or not pid.isdigit() or alive(int(pid)):
+        if worker_host != host or not pid.isdigit() or alive(int(pid)) or t.state not in (TrialState.RUNNING,
+                                                                                             TrialState.FAIL):
             continue
-        study.tell(t.number, state=TrialState.FAIL)
-        retry = "retry_of" not in t.user_attrs  # a retry that dies too is not retried again
+        if t.state == TrialState.RUNNING:
+            study.tell(t.number, state=TrialState.FAIL)
+        retry = "retry_of" not in t.user_attrs and t.number not in retried
         if retry:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-        print(f"trial {t.number:3d} FAIL     its worker ({t.user_attrs['worker']}) is gone"
-              f"{'; enqueued again' if retry else ''}", flush=True)
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number,
+                                                      **{k: t.user_attrs[k] for k in ("baseline", "warm_from")
+                                                         if k in t.user_attrs}})
+        if retry or t.state == TrialState.RUNNING:
+            print(f"trial {t.number:3d} FAIL     its worker ({t.user_attrs['worker']}) is gone"
+                  f"{'; enqueued again' if retry else ''}", flush=True)
+
+
+def _trial_count(cfg: StudyConfig, storage) -> int:
+    """Trials already in the study (0 if it does not exist yet), for the start-up line."""
+    try:
+        storage = storage if storage is not None else make_storage(cfg.storage_url, None)
+        return len(storage.get_all_trials(storage.get_study_id_from_name(cfg.name), deepcopy=False))
+    except KeyError:
+        return 0
 
 
 def alive(pid: int) -> bool:

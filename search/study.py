@@ -133,6 +133,8 @@ def load_config(path: str | Path | None, **overrides) -> StudyConfig:
             toml = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:
             raise StudyError(f"{path}: no such config file.") from None
+        except (OSError, UnicodeDecodeError) as e:  # a folder, permission denied, not text
+            raise StudyError(f"{path}: cannot read the config file ({getattr(e, 'strerror', None) or e}).") from None
         except tomllib.TOMLDecodeError as e:
             raise StudyError(f"{path}: not valid TOML ({e}).") from None
         unknown = set(toml) - {"study", "space"}
@@ -276,7 +278,10 @@ def make_storage(url: str, heartbeat: int | None = 30) -> optuna.storages.BaseSt
     if path is not None and path.parent == Path("studies"):
         path.parent.mkdir(exist_ok=True)
     if url.startswith("journal:"):
-        return optuna.storages.JournalStorage(journal_backend(path))
+        try:
+            return optuna.storages.JournalStorage(journal_backend(path))
+        except OSError as e:  # a read-only folder, a path that is a folder
+            raise StudyError(f"cannot open storage {url!r}: {e.strerror or e}.") from None
     if url.startswith("sqlite:///"):
         fast_sqlite()
     rdb_url = url  # SQLAlchemy's default PostgreSQL driver is psycopg2; the postgres extra ships psycopg 3
@@ -345,8 +350,8 @@ def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
         for path, params in warm.items():
             study.enqueue_trial(params, user_attrs={"warm_from": path}, skip_if_exists=True)
         return study
-    if study.trials:
-        study.sampler = make_sampler(cfg, worker, resumed_at=len(study.trials))
+    if study.trials:  # a resume: its own seed, and the process's, as two may resume at once
+        study.sampler = make_sampler(cfg, worker + 1000 * os.getpid(), resumed_at=len(study.trials))
     if old != fp:
         changed = sorted(k for k in fp if fp[k] != old.get(k))
         detail = "; ".join(f"{k}: was {old.get(k)!r}, now {fp[k]!r}" for k in changed if k != "space")

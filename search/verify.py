@@ -45,7 +45,11 @@ def load_candidate(target: str) -> Candidate:
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 -- the user's module: a syntax error, a failing import...
+            sys.modules.pop(path.stem, None)
+            raise BadInput(f"{path}: cannot import it ({type(e).__name__}: {e}).") from None
         for attr in ("Net", "RECIPE", "PARAMS"):
             if not hasattr(module, attr):
                 raise BadInput(f"{path} has no {attr}; is it a module written by `budgetnas export`?")

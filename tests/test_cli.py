@@ -166,3 +166,23 @@ def test_bad_input_raised_anywhere_is_one_line_exit_2(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["status", "--study", "x"])
     assert e.value.code == cli.EXIT_USAGE and capsys.readouterr().err == "budgetnas: error: bad value 7.\n"
+
+
+def test_more_bad_inputs_of_the_same_classes(cwd):
+    (cwd / "broken.py").write_text("def Net(:\n")
+    assert_one_line_error(budgetnas("verify", "broken.py", cwd=cwd), "cannot import it (SyntaxError")
+    (cwd / "imports.py").write_text("import no_such_package_here\n")
+    assert_one_line_error(budgetnas("verify", "imports.py", cwd=cwd), "cannot import it (ModuleNotFoundError")
+    (cwd / "folder.toml").mkdir()
+    assert_one_line_error(budgetnas("search", "--config", "folder.toml", cwd=cwd), "cannot read the config file")
+    (cwd / "adir").mkdir()
+    assert_one_line_error(budgetnas("status", "--study", "x", "--storage", "journal:adir", cwd=cwd),
+                          "cannot open storage")
+
+
+def test_a_study_not_made_by_budgetnas_is_named_so(cwd):
+    (cwd / "studies").mkdir()
+    study = optuna.create_study(study_name="plain", storage=f"sqlite:///{cwd}/studies/plain.db")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    for command in ("status", "export", "report"):
+        assert_one_line_error(budgetnas(command, "--study", "plain", cwd=cwd), "not made by budgetnas")

@@ -111,3 +111,32 @@ def test_stopping_the_parent_stops_its_workers(tmp_path, data_root, sig):
     while any(alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.2)
     assert not [p for p in pids if alive(p)], "a worker outlived its parent"
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("url", ["sqlite:///o.db", "journal:o.journal"])
+def test_a_dead_workers_trials_are_failed_at_once_and_retried_once(tmp_path, url):
+    import socket
+
+    from optuna.distributions import FloatDistribution
+
+    from search.runner import fail_orphans
+
+    os.chdir(tmp_path)
+    study = optuna.create_study(study_name="o", storage=make_storage(url, 30))
+    worker = f"{socket.gethostname()}:{dead_pid()}"
+    running = study.ask({"x": FloatDistribution(0, 1)})  # killed mid-trial: RUNNING, its heartbeat not yet stale
+    study._storage.set_trial_user_attr(running._trial_id, "worker", worker)
+    stopped = study.ask({"x": FloatDistribution(0, 1)})  # stopped by Ctrl-C: Optuna ended it FAIL
+    study._storage.set_trial_user_attr(stopped._trial_id, "worker", worker)
+    study.tell(stopped, state=TrialState.FAIL)
+    fail_orphans(study)
+    fail_orphans(study)  # a second resume: nothing retried twice
+    states = [t.state for t in study.trials]
+    assert states[:2] == [TrialState.FAIL, TrialState.FAIL] and states[2:] == [TrialState.WAITING] * 2
+    assert sorted(t.user_attrs["retry_of"] for t in study.trials[2:]) == [0, 1]

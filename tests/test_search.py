@@ -105,6 +105,17 @@ def test_small_search_stores_everything_and_resumes(data_root):
     assert len(again.trials) == 6 and "best" in summary(again)
 
 
+def test_a_search_says_what_it_does_before_the_first_trial_ends(data_root, capsys):
+    c = cfg(data_root, trials=1)
+    run(c, engine=Engine("cpu"))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("data: mnist, ") and "validation images" in out[0]
+    assert out[1].startswith(f"study {c.name}: created in ")
+    assert any(" epoch 1/2: val " in line for line in out)  # not a terminal: a line an epoch
+    run(c, engine=Engine("cpu"))
+    assert "resumed with 1 trials" in capsys.readouterr().out
+
+
 def test_resume_with_changed_budget_or_space_is_refused(data_root):
     run(cfg(data_root, trials=1, dry_run=False, epochs=1), engine=Engine("cpu"))
     with pytest.raises(StudyError, match="budget: was 3000, now 4000"):
