@@ -276,6 +276,7 @@ class Drill:
         n_train = min(c.subset or len(data.train), len(data.train))
         arch = max((Arch.from_json(Path(f).read_text()) for f in warm_files(c)), key=count_params,
                    default=baselines.get("exp4").arch)
+        arch = replace(arch, classes=data.classes)
         certify = Engine(self.engine.device, VERIFY_ENGINE_PRECISION, "off")
         sec_search = seconds_per_image(arch, data, self.engine)
         sec_verify = seconds_per_image(arch, data, certify)

@@ -12,6 +12,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -70,6 +71,8 @@ def make_objective(
         trial.set_user_attr("worker", worker_id())  # which machine and process ran it: see runner.fail_orphans
         try:
             arch = sample_arch(trial, space, epochs)
+            if data is not None:  # the head has as many logits as the data has classes
+                arch = replace(arch, classes=data.classes)
         except ValueError as e:  # e.g. too many unpadded convs for a 28px image: infeasible too
             trial.set_constraint("params", float(budget))
             stop(trial, "shape", str(e))

@@ -59,3 +59,33 @@ def test_a_resumed_study_does_not_propose_its_first_trials_again(tmp_path, url):
     t = resumed.ask()
     sample_arch(t, cfg.space)
     assert t.params not in first
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs: a real full disk (root only, as on CI and these machines)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=False,
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_mid_write_loses_no_study(small_disk):
+    path = small_disk / "j.journal"
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize - 6000))
+    study = optuna.create_study(study_name="j", storage=S.make_storage(f"journal:{path}"))
+    with pytest.raises(OSError):
+        for i in range(1000):
+            add(study, i / 1000)
+    filler.unlink()  # the user frees space, then resumes
+    study = optuna.load_study(study_name="j", storage=S.make_storage(f"journal:{path}"))
+    n = len(study.trials)
+    add(study, 0.999)
+    again = optuna.load_study(study_name="j", storage=S.make_storage(f"journal:{path}"))
+    assert len(again.trials) == n + 1 and again.trials[-1].params["x"] == 0.999

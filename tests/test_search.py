@@ -243,3 +243,21 @@ def test_trials_carry_notes_and_artifacts(data_root):
             assert artifacts == [f"trial_{t.number}.py", f"trial_{t.number}_curve.png"] and "Completed" in note
         elif t.user_attrs.get("pruned_by") == "budget":
             assert artifacts == [] and "exceed the budget" in note
+
+
+def test_the_head_has_as_many_logits_as_the_data_has_classes(data_root):
+    import gzip
+
+    import numpy as np
+
+    from tests.conftest import idx_bytes
+
+    for name in ("train", "t10k"):  # class 9 becomes class 11: 12 classes, 10 of them used
+        path = data_root / f"MNIST/raw/{name}-labels-idx1-ubyte.gz"
+        labels = np.frombuffer(gzip.decompress(path.read_bytes())[8:], dtype=np.uint8).copy()
+        labels[labels == 9] = 11
+        path.write_bytes(gzip.compress(idx_bytes(labels)))
+    study = run(cfg(data_root, trials=1, epochs=1), engine=Engine("cpu"))
+    t = study.trials[0]
+    assert t.user_attrs["arch"]["classes"] == 12 and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert "history" in t.user_attrs  # it trained: labels up to 11 no longer crash a 10-logit head
