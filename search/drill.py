@@ -289,9 +289,9 @@ class Drill:
 
     def _run_study(self, cfg: StudyConfig, end: float, planned: int) -> optuna.Study:
         """Trials until the clock reaches `end`; then, while none has completed, one more per worker
-        (three rounds at most: a stage that completes nothing has nothing to hand on)."""
+        (ten rounds at most: a stage that completes nothing has nothing to hand on)."""
         left = end - self.clock.now()
-        for attempt in range(4):
+        for attempt in range(11):
             progress = StageProgress(cfg.name, planned, time.time() + max(0.0, left),
                                      time.time() + self.cfg.hours * 3600 - self.clock.now(), self.cfg.hours)
             if left > 0 or attempt > 0:
