@@ -329,7 +329,7 @@ class Drill:
             (self.cfg.folder / "narrow-space.toml").write_text(to_toml(space, note))
             self.put("space", {"space": space.to_dict(), "from": [t.number for t in top], "warm": paths})
         got = self.get("space")
-        cfg = self.stage_cfg("narrow", epochs=self.cfg.epochs, subset=self.cfg.subset, warm_start=False,
+        cfg = self.stage_cfg("narrow", epochs=self.cfg.epochs, subset=self.cfg.subset, warm_start=True,
                              warm_from=tuple(got["warm"]), space=SpaceConfig.from_dict(got["space"]))
         planned = max(1, round((p["narrow_end"] - p["explore_end"]) * self.cfg.n_workers / max(1e-9, p["full_training_s"])))
         self._run_study(cfg, p["narrow_end"], planned)

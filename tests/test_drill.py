@@ -174,6 +174,10 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(data_r
     assert report.count("**Target.**") == 4 and report.count("**Analysis.**") == 4
     study = optuna.load_study(study_name="d", storage=make_storage(cfg.storage_url))
     assert study.user_attrs["done"] == ["explore", "narrow", "race", "verify"]
+    narrow = optuna.load_study(study_name="d/narrow", storage=make_storage(cfg.storage_url))
+    warm = [t.user_attrs.get("warm_from", "") for t in narrow.trials]
+    assert set(study.user_attrs["space"]["warm"]) <= set(warm)  # Explore's best, retrained at full fidelity
+    assert all(w.startswith(str(folder / "explore-trial")) for w in study.user_attrs["space"]["warm"])
     verify = json.loads((folder / "verify.json").read_text())
     assert [r["seed"] for r in verify["runs"]] == [0, 1]
 
