@@ -23,7 +23,8 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-LAST = 3  # epochs at the end whose worst is a seed's score
+from search.verify import LAST  # a seed's score is the worst of its last LAST validation epochs
+
 Z = 2.0  # standard errors of a difference that separate two candidates
 CANDIDATES = 3  # how many enter the race
 MAX_SEEDS = 3  # seeds per candidate at most, its first (search) run included

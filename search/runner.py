@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from search import data as D
 from search.objective import make_objective
-from search.study import StudyConfig, make_storage, open_study, redact
+from search.study import StudyConfig, StudyError, make_storage, open_study, redact
 from search.train import Engine, threads_each
 from space.errors import BadInput
 
@@ -179,7 +179,8 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
         raise
     failed = [p.exitcode for p in procs if p.exitcode != 0]
     if failed:
-        raise RuntimeError(f"{len(failed)} worker(s) exited with codes {failed}")
+        raise StudyError(f"{len(failed)} worker(s) died (exit codes {failed}; -9: killed, e.g. out of memory); "
+                         "their trials end FAIL and are retried when the same command resumes the study.")
     return open_study(cfg)
 
 

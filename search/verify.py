@@ -25,7 +25,7 @@ from search.train import Engine, threads_each, train
 from space import Recipe, build, count_params
 from space.errors import BadInput
 
-LAST = 3  # epochs at the end that must all clear the target
+LAST = 3  # the course's last epochs: verify needs all of them at the bar; search scores their mean, the race their worst
 
 
 @dataclass(frozen=True)

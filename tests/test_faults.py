@@ -140,3 +140,27 @@ def test_a_dead_workers_trials_are_failed_at_once_and_retried_once(tmp_path, url
     states = [t.state for t in study.trials]
     assert states[:2] == [TrialState.FAIL, TrialState.FAIL] and states[2:] == [TrialState.WAITING] * 2
     assert sorted(t.user_attrs["retry_of"] for t in study.trials[2:]) == [0, 1]
+
+
+def test_a_worker_that_died_is_one_line_not_a_traceback(tmp_path, data_root, monkeypatch):
+    from search import runner
+    from search.study import StudyConfig, StudyError
+
+    class Dead:  # a worker the kernel killed (out of memory): exit code -9, no trial run
+        def __init__(self, *args, **kwargs):
+            self.pid, self.exitcode = 1, -9
+
+        def start(self):
+            pass
+
+        def join(self):
+            pass
+
+    class Context:
+        Process = Dead
+
+    os.chdir(tmp_path)
+    monkeypatch.setattr(runner.multiprocessing, "get_context", lambda kind: Context)
+    cfg = StudyConfig(name="w", storage="journal:w.journal", data_dir=str(data_root), val_size=200, trials=2)
+    with pytest.raises(StudyError, match=r"2 worker\(s\) died \(exit codes \[-9, -9\]"):
+        runner.run_workers(cfg, workers=2)
