@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -58,8 +59,9 @@ def plot_race(runners: list[dict], dropped: dict, path: Path) -> None:
                    + (f", dropped after {dropped[str(r['number'])]} seeds" if str(r["number"]) in dropped else ""))
         ax.plot([i - 0.2, i + 0.2], [R.statistic(r["scores"])] * 2, c="0.2", lw=2)
     ax.set_xticks(range(len(runners)), [f"trial {r['number']}" for r in runners])
+    ax.set_xlim(-0.5, len(runners) - 0.5)
     save(fig, ax, path, "candidate", f"validation, worst of last {R.LAST} epochs (%)",
-         "race: one dot a seed; bar: mean - std")
+         "race: one dot a seed; bar: mean - std", legend="best")
 
 
 def plot_verify_curves(verify: dict, path: Path) -> None:
@@ -74,6 +76,7 @@ def plot_verify_curves(verify: dict, path: Path) -> None:
         ax.axhline(target, ls="--", c="0.3", lw=1, label=f"bar {target}%")
         last.append(target)
     ax.set_ylim(min(last) - 0.3, min(100, max(last) + 0.2))  # the second half of training, where the verdict is
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     save(fig, ax, path, "epoch", "test accuracy (%)", f"verify: test accuracy per epoch ({len(verify['runs'])} seeds)")
 
 

@@ -21,11 +21,11 @@ from search.status import best_trial, completed, pareto_front, prune_counts, sec
 from search.study import fingerprint_of
 
 
-def save(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+def save(fig, ax, path: Path, xlabel: str, ylabel: str, title: str, legend: str = "lower right") -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.legend(loc=legend)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
