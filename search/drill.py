@@ -240,7 +240,7 @@ class Drill:
     def mark_done(self, stage: str) -> None:
         self.clock.save()
         self.put("done", [*self.get("done", []), stage])
-        self.log(f"[{stage}] done at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.0f}")
+        self.log(f"[{stage}] done at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.1f}")
 
     def stage_cfg(self, stage: str, **kw) -> StudyConfig:
         c = self.cfg
@@ -259,7 +259,7 @@ class Drill:
                          f"(a training takes about {p['full_training_s'] / 60:.1f} min here); every stage gets its minimum.")
             for stage in STAGES:
                 if not self.done(stage):
-                    self.log(f"[{stage}] starting at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.0f}")
+                    self.log(f"[{stage}] starting at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.1f}")
                     getattr(self, stage)()
                     self.mark_done(stage)
         finally:
@@ -455,7 +455,7 @@ def drill_summary(study: optuna.Study) -> str:
     a = study.user_attrs
     cfg, done = a.get("config", {}), a.get("done", [])
     lines = [(f"drill {study.study_name}: budget {cfg.get('budget')} params, {cfg.get('dataset')}, "
-              f"{a.get('spent', 0) / 60:.1f} of {cfg.get('hours', 0) * 60:.0f} min spent")]
+              f"{a.get('spent', 0) / 60:.1f} of {cfg.get('hours', 0) * 60:.1f} min spent")]
     storage = study._storage
     for stage in STAGES:
         state = "done" if stage in done else "pending"
