@@ -47,18 +47,22 @@ def test_a_resumed_study_does_not_propose_its_first_trials_again(tmp_path, url):
     from search.study import StudyConfig, open_study
     from space import sample_arch
 
+    def sample(trial):
+        try:
+            sample_arch(trial, cfg.space)
+        except ValueError:  # a shape that vanishes: the params drawn so far are what we compare
+            pass
+        return trial.params
+
     cfg = StudyConfig(name="r", storage=url, warm_start=False)
     study = open_study(cfg)
     first = []
     for _ in range(3):
         t = study.ask()
-        sample_arch(t, cfg.space)
-        first.append(t.params)
+        first.append(sample(t))
         study.tell(t, 0.0)
     resumed = open_study(cfg)
-    t = resumed.ask()
-    sample_arch(t, cfg.space)
-    assert t.params not in first
+    assert sample(resumed.ask()) not in first
 
 
 @pytest.fixture
