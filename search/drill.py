@@ -231,8 +231,7 @@ class Drill:
         return self.study.user_attrs.get(key, default)
 
     def put(self, key: str, value) -> None:
-        self.study.set_user_attr(key, json.loads(json.dumps(value)))
-        self.study = optuna.load_study(study_name=self.cfg.name, storage=self.storage)  # re-read the attrs
+        self.study.set_user_attr(key, json.loads(json.dumps(value)))  # user_attrs reads the storage: no reload
 
     def done(self, stage: str) -> bool:
         return stage in self.get("done", [])
@@ -438,7 +437,15 @@ class Drill:
         self.log(f"[verify] {verdict_line(v, count_params(arch))}")
 
     def load(self, stage: str) -> optuna.Study:
-        return optuna.load_study(study_name=f"{self.cfg.name}/{stage}", storage=self.storage)
+        return stage_study(self.study, stage)
+
+
+def stage_study(drill: optuna.Study, stage: str) -> optuna.Study | None:
+    """The study of one of a drill's stages (NAME/stage) in the drill's storage; None before it exists."""
+    try:
+        return optuna.load_study(study_name=f"{drill.study_name}/{stage}", storage=drill._storage)
+    except KeyError:
+        return None
 
 
 def val_accs(trial) -> list[float]:
@@ -456,15 +463,11 @@ def drill_summary(study: optuna.Study) -> str:
     cfg, done = a.get("config", {}), a.get("done", [])
     lines = [(f"drill {study.study_name}: budget {cfg.get('budget')} params, {cfg.get('dataset')}, "
               f"{a.get('spent', 0) / 60:.1f} of {cfg.get('hours', 0) * 60:.1f} min spent")]
-    storage = study._storage
     for stage in STAGES:
         state = "done" if stage in done else "pending"
         extra = ""
         if stage in ("explore", "narrow"):
-            try:
-                s = optuna.load_study(study_name=f"{study.study_name}/{stage}", storage=storage)
-            except KeyError:
-                s = None
+            s = stage_study(study, stage)
             if s is not None:
                 trained = sum(1 for t in s.get_trials(deepcopy=False) if t.user_attrs.get("history"))
                 best = top_trials(s, 1)

@@ -19,17 +19,11 @@ import optuna
 
 from search import race as R
 from search.annotate import describe
+from search.drill import stage_study
 from search.report import plot_front, save
 from search.status import completed, prune_counts, seconds_spent, val_acc
 from space import Arch, SpaceConfig
 from space.derive import to_toml
-
-
-def stage_study(drill: optuna.Study, stage: str) -> optuna.Study | None:
-    try:
-        return optuna.load_study(study_name=f"{drill.study_name}/{stage}", storage=drill._storage)
-    except KeyError:
-        return None
 
 
 def trained(study: optuna.Study | None) -> list:
