@@ -31,22 +31,24 @@ from functools import partial
 from pathlib import Path
 
 import optuna
+import torch
 
 import baselines
 from search import data as D
 from search import race as R
 from search.confirm import confirm_seed
-from search.runner import STUDIES, load_data, run_workers
+from search.runner import STUDIES, die_with_parent, load_data, run_workers
 from search.status import completed, val_acc
 from search.study import StudyConfig, StudyError, check_name, make_storage, min_params, open_study, redact
 from search.train import Engine, threads_each, train
-from space import Arch, Conv, SpaceConfig, build, count_params
+from space import Arch, Conv, SpaceConfig, build, count_params, sample_arch
 from space.derive import derive_space, to_toml
 from space.render import render
 
 STAGES = ("explore", "narrow", "race", "verify")
 KEY = "drill"  # the drill study's user attribute holding its fingerprint
 EXPLORE_TRIALS = 60  # trainings Explore should afford; its fidelity is chosen so that it can
+TIMED_SAMPLES = 3  # models drawn from the default space and timed for the plan: cost follows shape, not size
 VERIFY_ENGINE_PRECISION = "fp32"  # verify trains as the exported module does: fp32, eager
 
 
@@ -138,6 +140,23 @@ def seconds_per_image(arch: Arch, data: D.Data, engine: Engine, images: int = 20
     return history[-1]["seconds"] / n
 
 
+def typical_archs(budget: int, classes: int, k: int, seed: int) -> list[Arch]:
+    """`k` models of the default space within the budget, drawn at random (seeded): what Explore trains."""
+    draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(1000 * k):
+        try:
+            arch = replace(sample_arch(draw.ask(), SpaceConfig()), classes=classes)
+            fits = count_params(arch) <= budget
+        except ValueError:  # a shape the image cannot hold (BadInput is one): not a model Explore trains
+            continue
+        if fits:
+            out.append(arch)
+            if len(out) == k:
+                break
+    return out
+
+
 def plan(cfg: DrillConfig, n_train: int, n_full: int, sec_search: float, sec_verify: float) -> dict:
     """Each stage's end on the drill's clock (seconds) and Explore's fidelity.
 
@@ -160,6 +179,19 @@ def plan(cfg: DrillConfig, n_train: int, n_full: int, sec_search: float, sec_ver
             "explore_training_s": epochs * images * sec_search,
             "sec_per_image": sec_search, "sec_per_image_verify": sec_verify,
             "short": short}
+
+
+def replan(p: dict, cfg: DrillConfig, stage: str, now: float, full_s: float) -> dict:
+    """The plan with the ends still ahead moved by a measured full-fidelity training of `full_s` s
+    (one worker): Verify and Race reserved at that cost, the stage starting now given the rest."""
+    total = cfg.hours * 3600
+    verify = p["verify_s"] * full_s / p["full_training_s"]
+    race = math.ceil(R.CANDIDATES * (R.MAX_SEEDS - 1) / cfg.n_workers) * full_s
+    q = {**p, "verify_s": verify, "measured": {**p.get("measured", {}), stage: full_s}}
+    if stage == "narrow":  # Narrow keeps at least one training per worker
+        q["narrow_end"] = max(now + full_s, total - verify - race)
+    q["race_end"] = max(q["narrow_end"], now if stage == "race" else 0.0, total - verify)
+    return q
 
 
 # ----------------------------------------------------------------------------- warm starts
@@ -277,8 +309,11 @@ class Drill:
                    default=baselines.get("exp4").arch)
         arch = replace(arch, classes=data.classes)
         certify = Engine(self.engine.device, VERIFY_ENGINE_PRECISION, "off")
-        sec_search = seconds_per_image(arch, data, self.engine)
-        sec_verify = seconds_per_image(arch, data, certify)
+        # one warm start alone under-costed Explore 1.3-5x (mnist-drill-7k): sampled models have other shapes
+        timed = [seconds_per_image(a, data, self.engine)
+                 for a in [arch, *typical_archs(c.budget, data.classes, TIMED_SAMPLES, c.seed)]]
+        sec_search = sum(timed) / len(timed)
+        sec_verify = sec_search * seconds_per_image(arch, data, certify) / timed[0]
         p = plan(c, n_train, n_file, sec_search, sec_verify)
         self.put("plan", p)
         self.log(f"drill: plan for {c.hours:g} h on {c.n_workers} worker(s): explore at {p['explore_epochs']} epochs x "
@@ -311,10 +346,23 @@ class Drill:
         self._run_study(cfg, p["explore_end"], planned=round(p["explore_end"] * self.cfg.n_workers
                                                              / max(1e-9, p["explore_training_s"])))
 
-    def narrow(self) -> None:
+    def measure(self, stage: str, full_s: float) -> dict:
+        """Re-plan once, as `stage` starts, from what trainings really took."""
         p = self.get("plan")
+        if stage not in p.get("measured", {}):
+            p = replan(p, self.cfg, stage, self.clock.now(), full_s)
+            self.put("plan", p)
+            self.log(f"[{stage}] measured: one full training about {full_s / 60:.1f} min; {stage} until "
+                     f"{p[stage + '_end'] / 60:.1f} min, verify about {p['verify_s'] / 60:.1f} min")
+        return p
+
+    def narrow(self) -> None:
+        explore, p = self.load("explore"), self.get("plan")
+        rates = sorted(t.user_attrs["seconds"] / (len(t.user_attrs["history"]) * p["explore_images"])
+                       for t in explore.get_trials(deepcopy=False) if t.user_attrs.get("history"))
+        if rates:
+            p = self.measure("narrow", p["full_training_s"] * rates[len(rates) // 2] / p["sec_per_image"])
         if self.get("space") is None:
-            explore = self.load("explore")
             top = top_trials(explore, max(3, min(8, math.ceil(0.2 * len(completed(explore))))))
             space = derive_space(SpaceConfig(), [t.params for t in top])
             paths = []
@@ -334,51 +382,60 @@ class Drill:
         self._run_study(cfg, p["narrow_end"], planned)
 
     def race(self) -> None:
-        p, c = self.get("plan"), self.cfg
+        c = self.cfg
         narrow = self.load("narrow")
         first = sorted((R.Runner(t.number, t.user_attrs["params"], [R.seed_score(val_accs(t))])
                         for t in completed(narrow)), key=lambda r: (-r.scores[0], r.params))
+        took = [t.user_attrs["seconds"] for t in completed(narrow) if t.number in {r.number for r in first[:R.CANDIDATES]}]
+        p = self.measure("race", sum(took) / len(took))
         state = self.get("race") or {"runners": [r.to_dict() for r in first[:R.CANDIDATES]],
                                      "dropped": {}, "seconds": []}
         self.put("race", state)
         tie = 100.0 / c.val_size  # one validation image
-        data = load_data(self.stage_cfg("narrow", epochs=c.epochs, subset=c.subset))
+        data_cfg = self.stage_cfg("narrow", epochs=c.epochs, subset=c.subset)
         trials = {t.number: t for t in narrow.get_trials(deepcopy=False)}
-        why = None
-        while True:
-            runners = [R.Runner(**r) for r in state["runners"]]
-            alive = [r for r in runners if str(r.number) not in state["dropped"]]
-            why = R.finished(alive, R.MAX_SEEDS)
-            if why:
-                break
-            n = min(len(r.scores) for r in alive)
-            behind = [r for r in alive if len(r.scores) == n]
-            r = behind[0]
-            t = trials[r.number]
-            need = t.user_attrs.get("seconds", p["full_training_s"])
-            if self.clock.now() + need > p["race_end"]:
-                why = "time"
-                break
-            arch = Arch.from_dict(t.user_attrs["arch"])
-            seed = confirm_seed(r.number, n)
-            t0 = time.perf_counter()
-            history = train(partial(build, arch), arch.recipe, data, seed=seed, engine=self.engine, progress=False)
-            score = R.seed_score([h["val_acc"] for h in history])
-            for d in state["runners"]:
-                if d["number"] == r.number:
-                    d["scores"].append(score)
-            state["seconds"].append(time.perf_counter() - t0)
-            self.log(f"[race] trial {r.number} seed {seed}: worst of last {R.LAST} val {score:.2f}%  "
-                     f"({state['seconds'][-1] / 60:.1f} min)")
-            runners = [R.Runner(**d) for d in state["runners"]]
-            alive = [x for x in runners if str(x.number) not in state["dropped"]]
-            if len({len(x.scores) for x in alive}) == 1:  # a round is complete: test
-                kept = {x.number for x in R.survivors(alive, tie)}
-                for x in alive:
-                    if x.number not in kept:
-                        state["dropped"][str(x.number)] = len(x.scores)
-                        self.log(f"[race] trial {x.number} dropped after {len(x.scores)} seeds")
-            self.put("race", state)
+        jobs = min(c.n_workers, R.CANDIDATES)  # a round's trainings run side by side
+        pool = (ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
+                if jobs > 1 else None)
+        try:
+            while True:
+                runners = [R.Runner(**r) for r in state["runners"]]
+                alive = [r for r in runners if str(r.number) not in state["dropped"]]
+                why = R.finished(alive, R.MAX_SEEDS)
+                if why:
+                    break
+                n = min(len(r.scores) for r in alive)
+                batch = [r for r in alive if len(r.scores) == n][:jobs]
+                need = max(trials[r.number].user_attrs.get("seconds", p["full_training_s"]) for r in batch)
+                if self.clock.now() + need > p["race_end"]:
+                    why = "time"
+                    break
+                args = {r.number: (data_cfg, trials[r.number].user_attrs["arch"], confirm_seed(r.number, n), self.engine,
+                                   threads_each(len(batch)) if pool else torch.get_num_threads()) for r in batch}
+                if pool is None:  # one at a time, each kept as it ends
+                    outcomes = ((number, race_seed(*a)) for number, a in args.items())
+                else:
+                    futures = {pool.submit(race_seed, *a): number for number, a in args.items()}
+                    outcomes = ((futures[f], f.result()) for f in as_completed(futures))
+                for number, (score, seconds) in outcomes:
+                    for d in state["runners"]:
+                        if d["number"] == number:
+                            d["scores"].append(score)
+                    state["seconds"].append(seconds)
+                    self.log(f"[race] trial {number} seed {args[number][2]}: worst of last {R.LAST} val {score:.2f}%  "
+                             f"({seconds / 60:.1f} min)")
+                    runners = [R.Runner(**d) for d in state["runners"]]
+                    alive = [x for x in runners if str(x.number) not in state["dropped"]]
+                    if len({len(x.scores) for x in alive}) == 1:  # a round is complete: test
+                        kept = {x.number for x in R.survivors(alive, tie)}
+                        for x in alive:
+                            if x.number not in kept:
+                                state["dropped"][str(x.number)] = len(x.scores)
+                                self.log(f"[race] trial {x.number} dropped after {len(x.scores)} seeds")
+                    self.put("race", state)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         runners = [R.Runner(**d) for d in state["runners"]]
         alive = [r for r in runners if str(r.number) not in state["dropped"]]
         chosen = R.pick(alive, tie)
@@ -425,7 +482,7 @@ class Drill:
                     keep(summarise_run(cand, data, s, None, engine))
             else:
                 ctx = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+                with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=die_with_parent) as pool:
                     futures = [pool.submit(_one_seed, source, s, None, engine, threads_each(jobs)) for s in todo]
                     for f in as_completed(futures):
                         keep(f.result())
@@ -438,6 +495,16 @@ class Drill:
 
     def load(self, stage: str) -> optuna.Study:
         return stage_study(self.study, stage)
+
+
+def race_seed(data_cfg: StudyConfig, arch: dict, seed: int, engine: Engine, threads: int) -> tuple[float, float]:
+    """One extra seed of a race candidate on validation: (its seed score, seconds). Loads the data
+    itself, so that it can run in a worker process."""
+    torch.set_num_threads(threads)
+    data, model = load_data(data_cfg), Arch.from_dict(arch)
+    t0 = time.perf_counter()
+    history = train(partial(build, model), model.recipe, data, seed=seed, engine=engine, progress=False)
+    return R.seed_score([h["val_acc"] for h in history]), time.perf_counter() - t0
 
 
 def stage_study(drill: optuna.Study, stage: str) -> optuna.Study | None:

@@ -16,7 +16,7 @@ import tomllib
 import baselines
 from search import data as D
 from search import race as R
-from search.drill import Drill, DrillConfig, plan, shrink_to_budget
+from search.drill import Clock, Drill, DrillConfig, plan, replan, shrink_to_budget, typical_archs
 from search.study import StudyError, check_name, make_storage
 from space import SpaceConfig, count_params
 from space.derive import derive_space, knob_values, to_toml
@@ -117,6 +117,25 @@ def test_plan_keeps_every_stage_inside_the_hours_and_lowers_explores_fidelity():
     assert tiny["short"] and tiny["explore_end"] > 0
 
 
+def test_a_slower_training_than_planned_moves_the_later_stages_and_keeps_verify_inside_the_hours():
+    cfg = DrillConfig(name="p", budget=7000, hours=2.0, workers=2)
+    p = plan(cfg, n_train=55000, n_full=60000, sec_search=2.5e-4, sec_verify=4.5e-4)
+    slow = replan(p, cfg, "narrow", now=p["explore_end"], full_s=3 * p["full_training_s"])
+    assert slow["verify_s"] == pytest.approx(3 * p["verify_s"])
+    assert p["explore_end"] < slow["narrow_end"] < p["narrow_end"] and slow["race_end"] < p["race_end"]
+    assert slow["race_end"] + slow["verify_s"] == pytest.approx(2 * 3600)
+    late = replan(p, cfg, "narrow", now=6000.0, full_s=p["full_training_s"])  # Narrow keeps one training
+    assert late["narrow_end"] == pytest.approx(6000.0 + p["full_training_s"])
+    race = replan(slow, cfg, "race", now=slow["narrow_end"], full_s=p["full_training_s"])
+    assert race["narrow_end"] == slow["narrow_end"] and set(race["measured"]) == {"narrow", "race"}
+
+
+def test_the_plan_times_models_drawn_from_the_default_space_within_the_budget():
+    drawn = typical_archs(4000, classes=10, k=3, seed=0)
+    assert len(drawn) == 3 and all(count_params(a) <= 4000 for a in drawn)
+    assert drawn == typical_archs(4000, classes=10, k=3, seed=0) != typical_archs(4000, classes=10, k=3, seed=1)
+
+
 def test_a_baseline_over_the_budget_is_shrunk_to_fit():
     exp1 = baselines.get("exp1").arch
     small = shrink_to_budget(exp1, 5000)
@@ -180,6 +199,29 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(data_r
     assert all(w.startswith(str(folder / "explore-trial")) for w in study.user_attrs["space"]["warm"])
     verify = json.loads((folder / "verify.json").read_text())
     assert [r["seed"] for r in verify["runs"]] == [0, 1]
+
+
+def test_the_race_trains_a_rounds_seeds_side_by_side_and_keeps_each(data_root):
+    cfg = DrillConfig(name="w", data_dir=str(data_root), **TINY)
+    Drill(cfg, log=lambda line: None).run()
+    drill = Drill(DrillConfig(name="w", data_dir=str(data_root), **{**TINY, "workers": 2}), log=lambda line: None)
+    first = [{**r, "scores": r["scores"][:1]} for r in drill.get("race")["runners"]]
+    drill.put("race", {"runners": first, "dropped": {}, "seconds": []})
+    drill.put("plan", {**drill.get("plan"), "race_end": 1e9})  # time enough for every seed
+    drill.clock = Clock(drill.study)
+    try:
+        drill.race()
+    finally:
+        drill.clock.close()
+    state = drill.get("race")
+    extra = [len(r["scores"]) - 1 for r in state["runners"]]
+    assert len(state["seconds"]) == sum(extra) > 0 and state["ended"] in ("separated", "seeds")
+    for r in state["runners"]:  # each ran until dropped, or until the seeds or the rivals ran out
+        if str(r["number"]) in state["dropped"]:
+            assert len(r["scores"]) == state["dropped"][str(r["number"])]
+        else:
+            assert len(r["scores"]) == R.MAX_SEEDS or state["ended"] == "separated"
+        assert r["scores"][0] == first[[f["number"] for f in first].index(r["number"])]["scores"][0]
 
 
 def test_a_drill_without_a_bar_verifies_without_a_verdict(data_root):
