@@ -11,8 +11,8 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna_dashboard import save_note
 
 from search.data import split_words
+from search.render import render
 from space import Arch, Conv
-from space.render import render
 
 
 def describe(arch: Arch) -> str:
@@ -55,7 +55,7 @@ def learning_curve(history: list[dict], path: Path) -> None:
     ax.plot(epochs, [h["val_acc"] for h in history], marker=".", label="validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(max(90, min(h["val_acc"] for h in history) - 1), 100)
+    ax.set_ylim(max(0, min(h["val_acc"] for h in history[len(history) // 2 :]) - 1), 100)  # the second half: any dataset
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=90)

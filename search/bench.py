@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
 
 import torch
@@ -27,25 +27,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from search.data import Split, load
-from search.train import (
-    EVAL_BATCH,
-    Engine,
-    augment,
-    bf16_pays,
-    compile_pays,
-    evaluate,
-    make_optimizer,
-    threads_each,
-    to_unit,
-    train,
-)
+from search.loop import EVAL_BATCH, augment, evaluate, make_optimizer, to_unit
+from search.train import Engine, bf16_pays, compile_pays, threads_each, train
 from space import Arch, build
 
 
 class PerSampleDataset(Dataset):
     """What a course notebook does: one image at a time, in Python."""
 
-    def __init__(self, split: Split, mean: float, std: float, rotate: float, translate: float):
+    def __init__(self, split: Split, mean: torch.Tensor, std: torch.Tensor, rotate: float, translate: float):
         self.split, self.mean, self.std, self.rotate, self.translate = split, mean, std, rotate, translate
         self.gen = torch.Generator().manual_seed(0)
 
@@ -63,11 +53,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def reference_train(arch: Arch, split: Split, mean: float, std: float, epochs: int, device: torch.device) -> list[float]:
+def reference_train(arch: Arch, split: Split, mean: torch.Tensor, std: torch.Tensor, epochs: int, device: torch.device) -> list[float]:
     """Seconds of each epoch of the reference loop over `split`; with CUDA each batch is copied
     there, as a notebook's `x.to(device)` does."""
     model = build(arch).to(device)
-    opt = make_optimizer(model, arch.recipe)
+    opt = make_optimizer(model, asdict(arch.recipe))
     loader = DataLoader(PerSampleDataset(split, mean, std, arch.recipe.rotate, arch.recipe.translate),
                         batch_size=128, shuffle=True)
     model.train()
@@ -84,7 +74,7 @@ def reference_train(arch: Arch, split: Split, mean: float, std: float, epochs: i
     return seconds
 
 
-def reference_eval(arch: Arch, split: Split, mean: float, std: float, device: torch.device) -> float:
+def reference_eval(arch: Arch, split: Split, mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> float:
     model = build(arch).to(device).eval()
     loader = DataLoader(PerSampleDataset(split, mean, std, 0, 0), batch_size=1000)
     t0 = time.perf_counter()
@@ -130,7 +120,7 @@ def measure(name: str, arch_json: str, images: int, data_dir: str | None, thread
         seconds = [r["seconds"] for r in history]  # no val/test split here: pure training
         on_dev = Split(split.images.to(dev), split.labels.to(dev))  # as train() holds it
         t0 = time.perf_counter()
-        evaluate(build(arch).to(dev), on_dev, data.mean, data.std, dev)
+        evaluate(build(arch).to(dev), on_dev.images, on_dev.labels, data.mean.to(dev), data.std.to(dev))
         eval_s = time.perf_counter() - t0
     row = {"engine": name, "device": device, "train_img_s": len(split) / seconds[-1],
            "startup_s": max(0.0, seconds[0] - seconds[-1]), "eval_img_s": len(split) / eval_s,

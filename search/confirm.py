@@ -18,9 +18,10 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from search.data import Data, load
+from search.loop import Diverged
 from search.status import completed, val_acc
 from search.study import fingerprint_of
-from search.train import Diverged, Engine, train
+from search.train import Engine, train
 from search.verify import LAST
 from space import Arch, build
 from space.errors import BadInput

@@ -1,4 +1,9 @@
-"""IDX datasets (MNIST and friends) as whole uint8 tensors, with a fixed train/validation split.
+"""Datasets as whole uint8 tensors, with a fixed train/validation split.
+
+`--dataset` is a named dataset (DATASETS: MNIST and friends, IDX files under the data root,
+torchvision's layout `<root>/<Folder>/raw/`, downloaded when missing) or the user's own data:
+a .npz, an image folder or a folder of IDX files (search/read.py reads and checks them). The
+data fixes the input shape and the number of classes; nothing else here knows a dataset.
 
 The validation split is either a seeded random sample of the training file (`random`) or
 its last `val_size` images (`tail`). MNIST's test writers are disjoint from its training
@@ -6,27 +11,22 @@ writers, and its training file is ordered by writer: the slant of an image corre
 the slant of the image two places on, 0.48, and of the one 1,000 places on, 0.18
 (`python studies/val_split/order.py`). A random split therefore scores a model on writers it
 trained on; a tail split keeps most of its writers out of training, as the
-test split does.
-
-Layout is torchvision's: `<root>/<Folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`.
-Files are read with gzip + numpy and checked (magic number, counts, image size); any
-problem raises `DataError` with one line naming the file. Root resolution:
-`--data-dir` > `$BUDGETNAS_DATA` > `./data`.
+test split does. Root resolution: `--data-dir` > `$BUDGETNAS_DATA` > `./data`.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import urllib.request
-import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from search import read
+from search.loop import channel_stats
+from space import Arch
 from space.errors import BadInput
 
 FILES = {
@@ -47,6 +47,7 @@ class Source:
     folder: str  # torchvision's folder name under the data root
     mirrors: tuple[str, ...]  # base URLs, tried in order
     md5: dict  # file name -> md5 of the published .gz
+    bar: float | None = None  # verify's default test accuracy to clear, %; None: no verdict unless asked
 
 
 DATASETS = {
@@ -59,6 +60,7 @@ DATASETS = {
             FILES["test_images"]: "9fb629c4189551a2d022fa330f9573f3",
             FILES["test_labels"]: "ec29112dd5afa0611ce80d1b7f02629c",
         },
+        bar=99.40,  # the course's: every one of the last 3 epochs
     ),
     "fashion-mnist": Source(
         "FashionMNIST",
@@ -84,12 +86,12 @@ DATASETS = {
 
 
 class DataError(BadInput):
-    """A data file or directory is missing, truncated or not IDX; the message is one line."""
+    """A data file or directory is missing, truncated or unusable; the message is one line."""
 
 
 @dataclass(frozen=True)
 class Split:
-    images: torch.Tensor  # uint8, (N, side, side)
+    images: torch.Tensor  # uint8, (N, C, H, W)
     labels: torch.Tensor  # int64, (N,)
 
     def __len__(self) -> int:
@@ -101,47 +103,44 @@ class Data:
     train: Split  # what the model is fitted on
     val: Split | None  # held out from train, drives the search; None when train is the full split
     test: Split | None  # touched only by verification and the baselines' final numbers; None: not read
-    mean: float  # pixel mean of `train`, in [0, 1]
-    std: float  # pixel std of `train`
+    mean: torch.Tensor  # per-channel pixel mean of `train`, in [0, 1], (C, 1, 1)
+    std: torch.Tensor  # per-channel pixel std of `train`, (C, 1, 1)
     classes: int  # number of labels
+
+    @property
+    def channels(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return tuple(self.train.images.shape[2:])
+
+    def shaped(self, arch: Arch) -> Arch:
+        """`arch` for this data: its input shape and number of classes are the data's."""
+        return replace(arch, image_size=self.image_size, in_channels=self.channels, classes=self.classes)
+
+
+def label(dataset: str) -> str:
+    """A short name for file and folder names: the named dataset's, or the user's file or folder's."""
+    return dataset if dataset in DATASETS else Path(dataset).stem or "data"
+
+
+def default_bar(dataset: str) -> float | None:
+    return DATASETS[dataset].bar if dataset in DATASETS else None
 
 
 def resolve_root(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir or os.environ.get("BUDGETNAS_DATA") or "data")
 
 
-def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """One IDX file (.gz or raw) as a uint8 array; DataError on anything unexpected."""
+def read_source(path: Path, test: bool) -> tuple[Split, Split | None]:
+    """The training and (if `test`) test split at `path`, any layout search/read.py reads."""
     try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as e:  # permission denied, a folder, an I/O error: not the file's content
-        raise DataError(f"{path}: cannot read it ({e.strerror or e})") from None
-    try:
-        raw = gzip.decompress(blob) if path.suffix == ".gz" else blob
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: cannot decompress ({e}); the file is corrupt or truncated") from None
-    magic = 0x800 + ndim  # type 0x08 = unsigned byte
-    header = 4 + 4 * ndim
-    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
-        found = raw[:4].hex() if len(raw) >= 4 else "too short"
-        raise DataError(f"{path}: not an IDX file of {ndim} dims (magic {found}, expected {magic:08x})")
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + int(np.prod(dims))
-    if len(raw) != expected:
-        raise DataError(f"{path}: {len(raw)} bytes but header {dims} needs {expected}; truncated or corrupt")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def read_split(raw_dir: Path, which: str) -> Split:
-    images = read_idx(raw_dir / FILES[f"{which}_images"], 3)
-    labels = read_idx(raw_dir / FILES[f"{which}_labels"], 1)
-    if images.shape[1:] != (28, 28):
-        raise DataError(f"{raw_dir / FILES[which + '_images']}: images are {images.shape[1:]}, expected 28x28")
-    if len(images) != len(labels):
-        raise DataError(f"{raw_dir}: {len(images)} {which} images but {len(labels)} labels")
-    return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+        train, tst, _ = read.read(path, test=test)
+    except read.DataError as e:
+        raise DataError(str(e)) from None
+    return Split(*train), Split(*tst) if tst is not None else None
 
 
 def download(source: Source, raw_dir: Path) -> None:
@@ -171,6 +170,24 @@ def download(source: Source, raw_dir: Path) -> None:
             )
 
 
+def source_path(dataset: str, data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> Path:
+    """Where `dataset` is read from: a named dataset's IDX folder under the data root (downloaded
+    when missing), or the user's own data, a path (see search/read.py)."""
+    if dataset in DATASETS:
+        source = DATASETS[dataset]
+        raw_dir = resolve_root(data_dir) / source.folder / "raw"
+        if not all((raw_dir / f).exists() for f in FILES.values()):
+            if not allow_download:
+                raise DataError(f"{raw_dir}: missing IDX files {sorted(FILES.values())}")
+            download(source, raw_dir)
+        return raw_dir
+    path = Path(dataset).expanduser()
+    if not path.exists():
+        raise DataError(f"unknown dataset {dataset!r}: not one of {', '.join(DATASETS)} and no such file or folder "
+                        "(your own data: a .npz, an image folder or a folder of IDX files)")
+    return path
+
+
 def load(
     dataset: str = "mnist",
     data_dir: str | os.PathLike | None = None,
@@ -181,7 +198,8 @@ def load(
     val_split: str = "random",
     test: bool = True,
 ) -> Data:
-    """Train/val/test as uint8 tensors. `val_size=0` trains on the full training split.
+    """Train/val/test as uint8 tensors. `val_size=0` trains on the full training split, in file
+    order (as an exported module reads it).
 
     The validation split is a fixed random sample (seeded by `split_seed`) of the training
     files, or with `val_split="tail"` their last `val_size` images; `subset` then keeps only
@@ -190,20 +208,13 @@ def load(
     """
     if val_split not in VAL_SPLITS:
         raise BadInput(f"val_split must be one of {VAL_SPLITS}, but got {val_split!r}.")
-    if dataset not in DATASETS:
-        raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
-    source = DATASETS[dataset]
-    root = resolve_root(data_dir)
-    raw_dir = root / source.folder / "raw"
-    if not all((raw_dir / f).exists() for f in FILES.values()):
-        if not allow_download:
-            raise DataError(f"{raw_dir}: missing IDX files {sorted(FILES.values())}")
-        download(source, raw_dir)
-    full = read_split(raw_dir, "train")
-    test_split = read_split(raw_dir, "test") if test else None
+    path = source_path(dataset, data_dir, allow_download)
+    full, test_split = read_source(path, test)
     if not 0 <= val_size < len(full):
         raise BadInput(f"val_size must be in [0, {len(full)}), but got {val_size}.")
-    if val_split == "tail":
+    if val_size == 0:
+        order = torch.arange(len(full))
+    elif val_split == "tail":
         order = torch.arange(len(full)).roll(val_size)  # the last val_size first, then the rest in file order
     else:
         order = torch.randperm(len(full), generator=torch.Generator().manual_seed(split_seed))
@@ -212,14 +223,5 @@ def load(
         train_idx = train_idx[:subset]
     train = Split(full.images[train_idx], full.labels[train_idx])
     val = Split(full.images[val_idx], full.labels[val_idx]) if val_size else None
-    pixels = train.images.float().div_(255)
-    for name, split in (("training", full), ("test", test_split)):
-        if split is not None and not len(split):
-            raise DataError(f"{raw_dir}: the {name} split is empty")
-    classes = int(full.labels.max()) + 1
-    if test_split is not None:
-        unseen = sorted(set(test_split.labels.unique().tolist()) - set(full.labels.unique().tolist()))
-        if unseen:
-            raise DataError(f"{raw_dir}: test labels {unseen[:5]} never occur in the training split; "
-                            "a model cannot learn them (labels must be 0..K-1 in both splits)")
-    return Data(train, val, test_split, pixels.mean().item(), pixels.std().item(), classes)
+    mean, std = channel_stats(train.images)
+    return Data(train, val, test_split, mean, std, int(full.labels.max()) + 1)

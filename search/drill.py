@@ -37,13 +37,13 @@ import baselines
 from search import data as D
 from search import race as R
 from search.confirm import confirm_seed
+from search.render import render
 from search.runner import STUDIES, die_with_parent, load_data, run_workers
 from search.status import completed, val_acc
 from search.study import StudyConfig, StudyError, check_name, make_storage, min_params, open_study, redact
 from search.train import Engine, threads_each, train
 from space import Arch, Conv, SpaceConfig, build, count_params, sample_arch
 from space.derive import derive_space, to_toml
-from space.render import render
 
 STAGES = ("explore", "narrow", "race", "verify")
 KEY = "drill"  # the drill study's user attribute holding its fingerprint
@@ -56,7 +56,7 @@ VERIFY_ENGINE_PRECISION = "fp32"  # verify trains as the exported module does: f
 class DrillConfig:
     name: str  # its studies are NAME, NAME/explore, NAME/narrow; its files go to studies/NAME/
     budget: int  # hard limit on trainable parameters
-    dataset: str = "mnist"  # a named dataset (search.data.DATASETS)
+    dataset: str = "mnist"  # a named dataset (search.data.DATASETS) or a path to the user's own (search/read.py)
     data_dir: str | None = None  # data root; default $BUDGETNAS_DATA, else ./data
     hours: float = 1.0  # wall-clock budget of the whole drill, verify included
     bar: float | None = None  # test accuracy every one of the last 3 epochs of every seed must reach, %; None: no verdict
@@ -140,13 +140,13 @@ def seconds_per_image(arch: Arch, data: D.Data, engine: Engine, images: int = 20
     return history[-1]["seconds"] / n
 
 
-def typical_archs(budget: int, classes: int, k: int, seed: int) -> list[Arch]:
+def typical_archs(budget: int, data: D.Data, k: int, seed: int) -> list[Arch]:
     """`k` models of the default space within the budget, drawn at random (seeded): what Explore trains."""
     draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     out = []
     for _ in range(1000 * k):
         try:
-            arch = replace(sample_arch(draw.ask(), SpaceConfig()), classes=classes)
+            arch = data.shaped(sample_arch(draw.ask(), SpaceConfig()))
             fits = count_params(arch) <= budget
         except ValueError:  # a shape the image cannot hold (BadInput is one): not a model Explore trains
             continue
@@ -206,14 +206,18 @@ def shrink_to_budget(arch: Arch, budget: int) -> Arch | None:
     return None
 
 
-def warm_files(cfg: DrillConfig) -> tuple[str, ...]:
-    """The baselines that exceed the budget, shrunk to it, as Arch JSON files (those that fit are
-    enqueued by the study itself)."""
+def warm_files(cfg: DrillConfig, data: D.Data) -> tuple[str, ...]:
+    """The baselines that exceed the budget on this data, shrunk to it, as Arch JSON files (those
+    that fit are enqueued by the study itself; those the image cannot take are left out)."""
     out = []
     for b in baselines.all_baselines():
-        if count_params(b.arch) <= cfg.budget:
+        try:
+            arch = data.shaped(b.arch)
+        except ValueError:
             continue
-        small = shrink_to_budget(b.arch, cfg.budget)
+        if count_params(arch) <= cfg.budget:
+            continue
+        small = shrink_to_budget(arch, cfg.budget)
         if small is not None:
             path = cfg.folder / f"warm-{b.name}-shrunk.json"
             path.write_text(small.to_json() + "\n")
@@ -305,15 +309,15 @@ class Drill:
         data = load_data(self.stage_cfg("explore"))  # validation held out; no test split read
         n_file = len(data.train) + c.val_size
         n_train = min(c.subset or len(data.train), len(data.train))
-        arch = max((Arch.from_json(Path(f).read_text()) for f in warm_files(c)), key=count_params,
-                   default=baselines.get("exp4").arch)
-        arch = replace(arch, classes=data.classes)
-        certify = Engine(self.engine.device, VERIFY_ENGINE_PRECISION, "off")
-        # one warm start alone under-costed Explore 1.3-5x (mnist-drill-7k): sampled models have other shapes
-        timed = [seconds_per_image(a, data, self.engine)
-                 for a in [arch, *typical_archs(c.budget, data.classes, TIMED_SAMPLES, c.seed)]]
+        warm = [Arch.from_json(Path(f).read_text()) for f in warm_files(c, data)]
+        # the largest warm start alone under-costed Explore 1.3-5x (mnist-drill-7k): sampled models have other shapes
+        models = sorted(warm, key=count_params)[-1:] + typical_archs(c.budget, data, TIMED_SAMPLES, c.seed)
+        if not models:
+            raise StudyError(f"no model of the default space has at most {c.budget:,} parameters on this data.")
+        timed = [seconds_per_image(a, data, self.engine) for a in models]
         sec_search = sum(timed) / len(timed)
-        sec_verify = sec_search * seconds_per_image(arch, data, certify) / timed[0]
+        certify = Engine(self.engine.device, VERIFY_ENGINE_PRECISION, "off")
+        sec_verify = sec_search * seconds_per_image(models[0], data, certify) / timed[0]
         p = plan(c, n_train, n_file, sec_search, sec_verify)
         self.put("plan", p)
         self.log(f"drill: plan for {c.hours:g} h on {c.n_workers} worker(s): explore at {p['explore_epochs']} epochs x "
@@ -341,8 +345,8 @@ class Drill:
 
     def explore(self) -> None:
         p = self.get("plan")
-        cfg = self.stage_cfg("explore", epochs=p["explore_epochs"], subset=p["explore_images"],
-                             warm_from=warm_files(self.cfg), space=SpaceConfig())
+        cfg = self.stage_cfg("explore", epochs=p["explore_epochs"], subset=p["explore_images"], space=SpaceConfig())
+        cfg = replace(cfg, warm_from=warm_files(self.cfg, load_data(cfg)))
         self._run_study(cfg, p["explore_end"], planned=round(p["explore_end"] * self.cfg.n_workers
                                                              / max(1e-9, p["explore_training_s"])))
 
@@ -451,7 +455,7 @@ class Drill:
 
     def verify(self) -> None:
         from search.results import provenance, write_json
-        from search.verify import _one_seed, load_candidate, summarise_run, verdict, verdict_line
+        from search.verify import _one_seed, fit_to, load_candidate, summarise_run, verdict, verdict_line
 
         c, choice = self.cfg, self.get("choice")
         arch = Arch.from_dict(choice["arch"])
@@ -477,7 +481,7 @@ class Drill:
             data = D.load(c.dataset, c.data_dir, val_size=0)  # the test split: first read here
             jobs = min(c.n_workers, len(todo))
             if jobs == 1:
-                cand = load_candidate(str(module))
+                cand = fit_to(load_candidate(str(module)), data)
                 for s in todo:
                     keep(summarise_run(cand, data, s, None, engine))
             else:

@@ -10,11 +10,11 @@ import optuna
 
 from search.confirm import best_confirmed, confirmed_scores
 from search.data import split_words
+from search.render import render
 from search.status import best_trial
 from search.study import fingerprint_of
 from space import Arch
 from space.errors import BadInput
-from space.render import render
 
 
 def choose_trial(study: optuna.Study, number: int | None = None, params_max: int | None = None,

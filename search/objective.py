@@ -12,7 +12,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -20,7 +19,8 @@ import optuna
 
 from search.annotate import annotate_trial
 from search.data import Data
-from search.train import Diverged, Engine, train
+from search.loop import Diverged
+from search.train import Engine, train
 from search.verify import LAST  # the objective: mean validation accuracy of the last LAST epochs
 from space import SpaceConfig, build, count_params, sample_arch
 
@@ -70,9 +70,9 @@ def make_objective(
         trial.set_user_attr("worker", worker_id())  # which machine and process ran it: see runner.fail_orphans
         try:
             arch = sample_arch(trial, space, epochs)
-            if data is not None:  # the head has as many logits as the data has classes
-                arch = replace(arch, classes=data.classes)
-        except ValueError as e:  # e.g. too many unpadded convs for a 28px image: infeasible too
+            if data is not None:  # the input and the head are the data's
+                arch = data.shaped(arch)
+        except ValueError as e:  # e.g. too many unpadded convs for the image: infeasible too
             trial.set_constraint("params", float(budget))
             stop(trial, "shape", str(e))
             raise optuna.TrialPruned(str(e)) from None

@@ -22,7 +22,7 @@ import torch
 import baselines
 from search.data import Data, load
 from search.train import Engine, threads_each, train
-from space import Recipe, build, count_params
+from space import Arch, Recipe, build, count_params
 from space.errors import BadInput
 
 LAST = 3  # the course's last epochs: verify needs all of them at the bar; search scores their mean, the race their worst
@@ -34,13 +34,16 @@ class Candidate:
     make_model: Callable[[], torch.nn.Module]  # builds a fresh, untrained model
     recipe: Recipe  # how to train it
     params: int  # trainable parameters
+    takes: tuple | None = None  # a module's ((channels, height, width), classes); None: a baseline, fitted to the data
+    arch: Arch | None = None  # a baseline's Arch
 
 
 def load_candidate(target: str) -> Candidate:
-    """A baseline ('exp4', 'baselines/exp4') or an exported module file (Net, RECIPE, PARAMS)."""
+    """A baseline ('exp4', 'baselines/exp4') or an exported module file (Net, RECIPE, PARAMS);
+    BadInput with one line if it is neither. Then `fit_to` the data."""
     path = Path(target)
     if path.suffix == ".py" and "baselines" not in path.parts:
-        if not path.exists():
+        if not path.is_file():
             raise BadInput(f"{path}: no such file.")
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
@@ -56,9 +59,26 @@ def load_candidate(target: str) -> Candidate:
         counted = sum(p.numel() for p in module.Net().parameters() if p.requires_grad)
         if counted != module.PARAMS:
             raise BadInput(f"{path} says PARAMS = {module.PARAMS}, but its Net has {counted} trainable parameters.")
-        return Candidate(str(path), module.Net, Recipe(**module.RECIPE), counted)
+        takes = (tuple(getattr(module, "INPUT", (1, 28, 28))), getattr(module, "CLASSES", 10))  # older modules: MNIST's
+        return Candidate(str(path), module.Net, Recipe(**module.RECIPE), counted, takes=takes)
     b = baselines.get(target)
-    return Candidate(b.name, partial(build, b.arch), b.arch.recipe, count_params(b.arch))
+    return Candidate(b.name, partial(build, b.arch), b.arch.recipe, count_params(b.arch), arch=b.arch)
+
+
+def fit_to(cand: Candidate, data: Data) -> Candidate:
+    """`cand` for `data`: a module must take its images (BadInput if not); a baseline gets the
+    data's input channels, image size and head, or is refused with a line if its layers cannot
+    take the image."""
+    if cand.arch is None:
+        if cand.takes != ((data.channels, *data.image_size), data.classes):
+            raise BadInput(f"{cand.name} takes images {cand.takes[0]} (channels, height, width) with {cand.takes[1]} "
+                           f"classes, but the data has {(data.channels, *data.image_size)} with {data.classes}.")
+        return cand
+    try:
+        arch = data.shaped(cand.arch)
+    except BadInput as e:
+        raise BadInput(f"baseline {cand.name} does not fit this data ({e}); it is left out.") from None
+    return replace(cand, make_model=partial(build, arch), params=count_params(arch), arch=arch)
 
 
 def summarise(history: list[dict], params: int) -> dict:
@@ -116,7 +136,8 @@ def _one_seed(source: tuple[str, str, object], seed: int, epochs: int | None, en
     """In a worker process: load the candidate and the data there (neither pickles cheaply), train one seed."""
     target, dataset, data_dir = source
     torch.set_num_threads(threads)
-    cand, data = load_candidate(target), load(dataset, data_dir, val_size=0)
+    data = load(dataset, data_dir, val_size=0)
+    cand = fit_to(load_candidate(target), data)
     return summarise_run(cand, data, seed, epochs, engine)
 
 

@@ -7,8 +7,11 @@ trial attributes a study stores.
 
 from __future__ import annotations
 
+import inspect
+import io
 import json
-from dataclasses import asdict, dataclass, field, replace
+import tokenize
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from space.errors import BadInput
 
@@ -65,11 +68,16 @@ class Arch:
     bn: bool = True  # BatchNorm after every conv (convs then carry no bias)
     dropout: float = 0.0  # dropout after every conv, probability
     recipe: Recipe = field(default_factory=Recipe)  # how to train it
-    image_size: int = 28  # input height = width, pixels
+    image_size: tuple[int, int] = (28, 28)  # input (height, width), pixels; one int: a square
     in_channels: int = 1  # input channels (grey-scale: 1)
     classes: int = 10  # output logits
 
     def __post_init__(self):
+        size = self.image_size
+        object.__setattr__(self, "image_size", (size, size) if isinstance(size, int) else tuple(size))
+        if len(self.image_size) != 2 or min(self.image_size) < 1 or self.in_channels < 1 or self.classes < 2:
+            raise BadInput(f"an Arch's input is (height, width) >= 1 with >= 1 channel and >= 2 classes, but got "
+                           f"{self.image_size}, {self.in_channels} channel(s), {self.classes} classes.")
         if self.head not in HEADS:
             raise BadInput(f"head must be one of {HEADS}, but got {self.head!r}.")
         if not 0.0 <= self.dropout < 1.0:
@@ -108,16 +116,37 @@ class Arch:
         return replace(self, recipe=replace(self.recipe, **changes))
 
 
-def feature_shape(arch: Arch) -> tuple[int, int]:
-    """(channels, side) of the feature map that reaches the head; ValueError if it vanishes."""
-    c, side = arch.in_channels, arch.image_size
+def field_comments(cls) -> dict[str, str]:
+    """The comment after each field of dataclass `cls` in its source: a setting's help is stated
+    once, where the setting is (flags, exported recipes and reports read it from there)."""
+    names, out = {f.name for f in fields(cls)}, {}
+    tokens = list(tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline))
+    for i, tok in enumerate(tokens):
+        if tok.type == tokenize.COMMENT and tok.start[1] > 0:
+            line = [t for t in tokens[:i] if t.start[0] == tok.start[0] and t.type in (tokenize.NAME, tokenize.OP)]
+            if line and line[0].string in names and len(line) > 1 and line[1].string == ":":
+                out[line[0].string] = tok.string.lstrip("# ").strip()
+    return out
+
+
+def feature_shape(arch: Arch) -> tuple[int, int, int]:
+    """(channels, height, width) of the feature map that reaches the head; BadInput if it vanishes."""
+    c, (h, w) = arch.in_channels, arch.image_size
     for i, b in enumerate(arch.blocks):
         if isinstance(b, Conv):
             if c % b.groups or b.out % b.groups:
                 raise BadInput(f"block {i} ({b}): its groups must divide its {c} input and {b.out} output channels.")
-            c, side = b.out, side + 2 * b.pad - b.k + 1
+            c, h, w = b.out, h + 2 * b.pad - b.k + 1, w + 2 * b.pad - b.k + 1
         else:
-            side = side // b.size
-        if side < 1:
-            raise BadInput(f"block {i} ({b}) shrinks the {arch.image_size}px image to nothing.")
-    return c, side
+            h, w = h // b.size, w // b.size
+        if min(h, w) < 1:
+            raise BadInput(f"block {i} ({b}) shrinks the {size_text(arch.image_size)} image to nothing.")
+    return c, h, w
+
+
+def size_text(size: tuple[int, int]) -> str:
+    """(height, width) as people write it: 28x28px."""
+    return f"{size[0]}x{size[1]}px"
+
+
+RECIPE_HELP = field_comments(Recipe)

@@ -14,8 +14,8 @@ def count_params(arch: Arch) -> int:
         if isinstance(b, Conv):
             n += b.k * b.k * (c // b.groups) * b.out + (2 * b.out if arch.bn else b.out)  # BN affine, else bias
             c = b.out
-    c, side = feature_shape(arch)
-    features = c if arch.head == "gap" else c * side * side
+    c, h, w = feature_shape(arch)
+    features = c if arch.head == "gap" else c * h * w
     return n + features * arch.classes  # head linear has no bias: logits feed a softmax
 
 
@@ -33,9 +33,9 @@ def build(arch: Arch) -> nn.Module:
             c = b.out
         else:
             layers.append(nn.MaxPool2d(b.size))
-    c, side = feature_shape(arch)
+    c, h, w = feature_shape(arch)
     if arch.head == "gap":
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, arch.classes, bias=False)]
     else:
-        layers += [nn.Flatten(), nn.Linear(c * side * side, arch.classes, bias=False)]
+        layers += [nn.Flatten(), nn.Linear(c * h * w, arch.classes, bias=False)]
     return nn.Sequential(*layers)

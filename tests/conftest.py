@@ -18,20 +18,23 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-PATTERNS = np.random.default_rng(42).random((10, 6, 6)) > 0.5  # one fixed 6x6 glyph per class
+PATTERNS = np.random.default_rng(42).random((16, 6, 6)) > 0.5  # one fixed 6x6 glyph per class
 
 
-def synthetic_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_split(n: int, seed: int, size: tuple[int, int] = (28, 28), channels: int = 0,
+                    classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Each image is its class's glyph (scaled x2) at a random place, on noise: any conv net with a
-    GAP or flatten head can learn it in a few hundred steps, chance is 10%."""
+    GAP or flatten head can learn it in a few hundred steps, chance is 1/classes. Images are
+    (n, H, W), or (n, H, W, C) with `channels` (the glyph's colour then random)."""
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n).astype(np.uint8)
-    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    labels = rng.integers(0, classes, n).astype(np.uint8)
+    h, w = size
+    images = rng.integers(0, 60, (n, h, w, max(1, channels))).astype(np.uint8)
     glyphs = PATTERNS.repeat(2, 1).repeat(2, 2)
     for i, y in enumerate(labels):
-        r, c = rng.integers(0, 28 - 12, 2)
-        images[i, r : r + 12, c : c + 12][glyphs[y]] = 255
-    return images, labels
+        r, c = rng.integers(0, h - 12), rng.integers(0, w - 12)
+        images[i, r : r + 12, c : c + 12][glyphs[y]] = rng.integers(160, 256, max(1, channels)) if channels else 255
+    return (images if channels else images[..., 0]), labels
 
 
 def write_idx_dataset(root: Path, folder: str = "MNIST", n_train: int = 1200, n_test: int = 300) -> Path:
@@ -55,3 +58,33 @@ def _isolate(tmp_path, monkeypatch):
     """Tests run in a temp dir (studies/ lands there) and never see the real data root."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BUDGETNAS_DATA", raising=False)
+
+
+def write_npz(path: Path, size=(32, 32), channels=3, classes=12, n_train=1200, n_test=300) -> Path:
+    """Keras' load_data() layout: x_train (N, H, W[, C]) uint8, y_train (N,) ints, and the test pair."""
+    (x, y), (xt, yt) = (synthetic_split(n, seed, size, channels, classes) for n, seed in ((n_train, 0), (n_test, 1)))
+    np.savez(path, x_train=x, y_train=y.astype(np.int64), x_test=xt, y_test=yt.astype(np.int64))
+    return path
+
+
+def write_image_folder(root: Path, size=(32, 32), channels=3, classes=12, n_train=1200, n_test=300) -> Path:
+    """torchvision's ImageFolder layout: train/<class>/<i>.png and test/<class>/<i>.png."""
+    from PIL import Image
+
+    for which, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
+        images, labels = synthetic_split(n, seed, size, channels, classes)
+        for i, (x, y) in enumerate(zip(images, labels, strict=True)):
+            folder = root / which / f"class{y:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x).save(folder / f"{i:05d}.png")
+    return root
+
+
+def write_idx_folder(folder: Path, size=(32, 32), channels=3, classes=12, n_train=1200, n_test=300) -> Path:
+    """The four IDX files in one folder (images idx3, or idx4 with channels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        images, labels = synthetic_split(n, seed, size, channels, classes)
+        (folder / f"{name}-images-idx3-ubyte").write_bytes(idx_bytes(images))  # MNIST's name, even for 4 dims
+        (folder / f"{name}-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    return folder

@@ -6,9 +6,10 @@ import pytest
 from search.cli import main
 from search.confirm import KEY, confirm, confirm_seed, confirmed
 from search.data import load
+from search.loop import Diverged
 from search.runner import run
 from search.status import completed, val_acc
-from search.train import Diverged, Engine
+from search.train import Engine
 from tests.test_search import cfg
 
 

@@ -4,15 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from search.data import DataError, load, read_idx, read_split, resolve_root
+from search import read
+from search.data import DataError, load, resolve_root
 from tests.conftest import idx_bytes, write_idx_dataset
 
 
 def test_reads_a_good_dataset(data_root):
     d = load("mnist", data_root, val_size=200)
-    assert d.train.images.dtype == torch.uint8 and d.train.images.shape == (1000, 28, 28)
+    assert d.train.images.dtype == torch.uint8 and d.train.images.shape == (1000, 1, 28, 28)
     assert len(d.val) == 200 and len(d.test) == 300 and d.classes == 10
-    assert 0 < d.mean < 1 and 0 < d.std < 1
+    assert d.mean.shape == d.std.shape == (1, 1, 1) and 0 < d.mean.item() < 1 and 0 < d.std.item() < 1
+    pixels = d.train.images.double() / 255
+    assert d.mean.item() == pytest.approx(pixels.mean().item()) and d.std.item() == pytest.approx(pixels.std().item())
 
 
 def test_other_idx_datasets_load_by_name(tmp_path):
@@ -30,9 +33,10 @@ def test_split_is_deterministic_and_disjoint(data_root):
 
 
 def test_tail_split_holds_out_the_end_of_the_training_file(data_root):
-    file, tail = read_split(data_root / "MNIST" / "raw", "train"), load("mnist", data_root, val_size=200, val_split="tail")
-    assert torch.equal(tail.val.images, file.images[-200:])  # the last 200, in file order
-    assert torch.equal(tail.train.images, file.images[:-200])
+    (images, _), _, _ = read.read(data_root / "MNIST" / "raw", test=False)
+    tail = load("mnist", data_root, val_size=200, val_split="tail")
+    assert torch.equal(tail.val.images, images[-200:])  # the last 200, in file order
+    assert torch.equal(tail.train.images, images[:-200])
     assert not torch.equal(tail.val.images, load("mnist", data_root, val_size=200).val.images)
     with pytest.raises(ValueError, match="val_split must be one of"):
         load("mnist", data_root, val_size=200, val_split="head")
@@ -45,11 +49,11 @@ def test_truncated_file_names_the_file(data_root):
         load("mnist", data_root)
 
 
-def test_short_payload_is_reported(tmp_path):
-    path = tmp_path / "x-idx1-ubyte.gz"
+def test_short_payload_is_reported(data_root):
+    path = data_root / "MNIST/raw/train-labels-idx1-ubyte.gz"
     path.write_bytes(gzip.compress(idx_bytes(np.zeros(10, np.uint8))[:-3]))
     with pytest.raises(DataError, match="truncated"):
-        read_idx(path, 1)
+        load("mnist", data_root)
 
 
 def test_wrong_magic_is_reported(data_root):
@@ -67,7 +71,7 @@ def test_missing_dir_offline_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_unknown_dataset():
-    with pytest.raises(DataError, match="known: mnist"):
+    with pytest.raises(DataError, match="not one of mnist"):
         load("cifar")
 
 

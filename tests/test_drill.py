@@ -130,10 +130,11 @@ def test_a_slower_training_than_planned_moves_the_later_stages_and_keeps_verify_
     assert race["narrow_end"] == slow["narrow_end"] and set(race["measured"]) == {"narrow", "race"}
 
 
-def test_the_plan_times_models_drawn_from_the_default_space_within_the_budget():
-    drawn = typical_archs(4000, classes=10, k=3, seed=0)
+def test_the_plan_times_models_drawn_from_the_default_space_within_the_budget(data_root):
+    data = D.load("mnist", data_root, val_size=100, test=False)
+    drawn = typical_archs(4000, data, k=3, seed=0)
     assert len(drawn) == 3 and all(count_params(a) <= 4000 for a in drawn)
-    assert drawn == typical_archs(4000, classes=10, k=3, seed=0) != typical_archs(4000, classes=10, k=3, seed=1)
+    assert drawn == typical_archs(4000, data, k=3, seed=0) != typical_archs(4000, data, k=3, seed=1)
 
 
 def test_a_baseline_over_the_budget_is_shrunk_to_fit():
@@ -163,16 +164,16 @@ TINY = {"budget": 3000, "hours": 0.006, "epochs": 2, "val_size": 300, "seeds": 2
 
 
 def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(data_root, monkeypatch):
-    reads, read_split = [], D.read_split
+    reads, read_source = [], D.read_source
     started = {}
 
-    def guarded(raw_dir, which):
-        if which == "test" and "verify" not in started:
+    def guarded(path, test):
+        if test and "verify" not in started:
             raise AssertionError("the test split was read before Verify")
-        reads.append(which)
-        return read_split(raw_dir, which)
+        reads.append("test" if test else "train")
+        return read_source(path, test)
 
-    monkeypatch.setattr(D, "read_split", guarded)
+    monkeypatch.setattr(D, "read_source", guarded)
     original_verify = Drill.verify
 
     def verify(self):

@@ -3,15 +3,17 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
 import baselines
+from search import data as D
 from search.cli import main
-from search.verify import load_candidate, summarise, verdict, verdict_line
+from search.render import render
+from search.verify import fit_to, load_candidate, summarise, verdict, verdict_line
 from space import build, count_params
-from space.render import render
 from tests.test_space import random_archs
 from tests.test_train import TINY
 
@@ -57,7 +59,7 @@ def test_rendered_module_trains_with_torch_alone(tmp_path, data_root, ema):
     out = subprocess.run([sys.executable, "-I", "-c", block + run + f"runpy.run_path({str(path)!r}, run_name='__main__')"],
                          cwd=tmp_path, capture_output=True, text=True, env=env, check=False)
     assert out.returncode == 0, out.stderr
-    assert "7,570-parameter" not in out.stdout and "epoch  1  test" in out.stdout
+    assert "7,570-parameter" not in out.stdout and "epoch  1  loss" in out.stdout
 
 
 def history(tests):
@@ -75,19 +77,40 @@ def test_verdict_needs_every_last3_epoch_of_every_seed():
     assert verdict([early_dip], 99.40)["passed"]  # only the last 3 epochs count
 
 
-def test_load_candidate_accepts_baselines_and_files(tmp_path):
-    assert load_candidate("baselines/exp4").params == count_params(baselines.get("exp4").arch)
+def test_load_candidate_accepts_baselines_and_files(tmp_path, data_root):
+    data = D.load("mnist", data_root, val_size=0)
+    assert fit_to(load_candidate("baselines/exp4"), data).params == count_params(baselines.get("exp4").arch)
     path = tmp_path / "m.py"
     path.write_text(render(baselines.get("exp2").arch, {"Study": "t"}))
-    assert load_candidate(str(path)).params == count_params(baselines.get("exp2").arch)
+    assert fit_to(load_candidate(str(path)), data).params == count_params(baselines.get("exp2").arch)
 
 
-def test_verify_counts_the_parameters_itself(tmp_path):
+def test_verify_counts_the_parameters_itself(tmp_path, data_root):
     path = tmp_path / "m.py"
     source = render(baselines.get("exp2").arch, {"Study": "t"})
     path.write_text(source.replace("PARAMS = 8936", "PARAMS = 4000"))
     with pytest.raises(ValueError, match="says PARAMS = 4000, but its Net has 8936"):
         load_candidate(str(path))
+
+
+@pytest.mark.parametrize("change", [{}, {"dropout": 0.1}, {"ema": 0.9}], ids=["plain", "dropout", "ema"])
+def test_the_module_trains_exactly_as_verify_reports(tmp_path, data_root, change):
+    """`python MODULE.py --seed S` and `budgetnas verify MODULE.py` seed S: the same per-epoch
+    loss and accuracies, to the last bit (CPU, fp32, one thread each)."""
+    arch = replace(TINY, dropout=change.get("dropout", 0.0)).with_recipe(epochs=2, ema=change.get("ema", 0.0))
+    path = tmp_path / "m.py"
+    path.write_text(render(arch, {"Study": "t"}))
+    raw = str(data_root / "MNIST" / "raw")
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(path), "--data", raw, "--seed", "1", "--device", "cpu",
+                    "--history", str(tmp_path / "module.json")], cwd=tmp_path, env=env, check=True, capture_output=True)
+    main(["verify", str(path), "--seeds", "2", "--data-dir", str(data_root), "--threads", "1", "--device", "cpu",
+          "--json", str(tmp_path / "verify.json"), "--target", "0"])
+    ours = json.loads((tmp_path / "verify.json").read_text())["runs"][1]["history"]
+    theirs = json.loads((tmp_path / "module.json").read_text())
+    keys = ("epoch", "train_loss", "train_acc", "test_acc", "lr")
+    assert [{k: r[k] for k in keys} for r in ours] == [{k: r[k] for k in keys} for r in theirs]
+    assert len(ours) == 2
 
 
 def test_verify_cli_on_synthetic_data(tmp_path, data_root, capsys):
@@ -107,7 +130,7 @@ def test_verify_cli_on_synthetic_data(tmp_path, data_root, capsys):
 def test_text_from_a_study_cannot_become_code_in_the_module(tmp_path, name):
     import ast
 
-    from space.render import render
+    from search.render import render
 
     source = render(baselines.get("exp4").arch, {"Study": name, name: "key too"})
     tree = ast.parse(source)  # still one valid module

@@ -5,6 +5,7 @@ import pytest
 from optuna.trial import TrialState
 
 import baselines
+from search.loop import Diverged
 from search.objective import make_objective
 from search.runner import run
 from search.status import best_trial, pareto_front, summary
@@ -19,7 +20,7 @@ from search.study import (
     min_params,
     open_study,
 )
-from search.train import Diverged, Engine
+from search.train import Engine
 from space import SpaceConfig, count_params, params_of
 from tests.test_space import random_archs
 

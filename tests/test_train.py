@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from search.data import load
-from search.train import Diverged, Engine, augment, bf16_pays, compile_pays, ema_decay, ema_split, ema_update, train
+from search.loop import Diverged, augment, ema_decay, ema_split, ema_update
+from search.train import Engine, bf16_pays, compile_pays, train
 from space import Arch, Conv, Pool, Recipe, build
 
 TINY = Arch(blocks=(Conv(8), Pool(), Conv(12), Pool(), Conv(12)), head="gap", bn=True,
