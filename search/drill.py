@@ -23,6 +23,7 @@ import json
 import math
 import multiprocessing
 import os
+import statistics
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -179,6 +180,18 @@ def plan(cfg: DrillConfig, n_train: int, n_full: int, sec_search: float, sec_ver
             "explore_training_s": epochs * images * sec_search,
             "sec_per_image": sec_search, "sec_per_image_verify": sec_verify,
             "short": short}
+
+
+def full_training_from(histories: list[list[dict]], images: int, epochs: int, n_train: float) -> float | None:
+    """Seconds of one full-fidelity training, from trainings of `images` images an epoch: a start-up
+    (the first epoch's excess: compilation, first kernels) plus the steady seconds an image, each
+    the median over trainings. A per-trial average would charge a pruned trial's start-up to its
+    one or two epochs and overcost full trainings 2-3x (mnist-drill-7k-2). None without two epochs."""
+    steady = [statistics.median(h["seconds"] for h in hist[1:]) for hist in histories if len(hist) >= 2]
+    if not steady:
+        return None
+    startup = [max(0.0, hist[0]["seconds"] - s) for hist, s in zip((h for h in histories if len(h) >= 2), steady)]
+    return statistics.median(startup) + epochs * n_train * statistics.median(steady) / images
 
 
 def replan(p: dict, cfg: DrillConfig, stage: str, now: float, full_s: float) -> dict:
@@ -362,10 +375,11 @@ class Drill:
 
     def narrow(self) -> None:
         explore, p = self.load("explore"), self.get("plan")
-        rates = sorted(t.user_attrs["seconds"] / (len(t.user_attrs["history"]) * p["explore_images"])
-                       for t in explore.get_trials(deepcopy=False) if t.user_attrs.get("history"))
-        if rates:
-            p = self.measure("narrow", p["full_training_s"] * rates[len(rates) // 2] / p["sec_per_image"])
+        n_train = p["full_training_s"] / (self.cfg.epochs * p["sec_per_image"])
+        full = full_training_from([t.user_attrs["history"] for t in explore.get_trials(deepcopy=False)
+                                   if t.user_attrs.get("history")], p["explore_images"], self.cfg.epochs, n_train)
+        if full is not None:
+            p = self.measure("narrow", full)
         if self.get("space") is None:
             top = top_trials(explore, max(3, min(8, math.ceil(0.2 * len(completed(explore))))))
             space = derive_space(SpaceConfig(), [t.params for t in top])

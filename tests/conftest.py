@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
+
+from search.study import StudyConfig
+from space import Arch, Conv, Pool, Recipe, SpaceConfig, sample_arch
 
 torch.set_num_threads(1)
 
@@ -88,3 +96,70 @@ def write_idx_folder(folder: Path, size=(32, 32), channels=3, classes=12, n_trai
         (folder / f"{name}-images-idx3-ubyte").write_bytes(idx_bytes(images))  # MNIST's name, even for 4 dims
         (folder / f"{name}-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
     return folder
+
+
+# ----------------------------------------------------------------------------- shared by the tests
+TINY = Arch(blocks=(Conv(8), Pool(), Conv(12), Pool(), Conv(12)), head="gap", bn=True,
+            recipe=Recipe(optimizer="adam", lr=0.01, schedule="onecycle", epochs=3, batch_size=64, rotate=5))
+
+SMALL = SpaceConfig(stages=(2, 2), convs=(1, 2), channels=(8, 12), optimizer=("adam",), lr=(0.01, 0.02),
+                    schedule=("none", "cosine"), batch_size=(64,), rotate=(0.0, 5.0), bn=(True,))
+
+
+def cfg(data_root, **kw) -> StudyConfig:
+    base = {"name": "t", "budget": 3000, "trials": 3, "epochs": 2, "data_dir": str(data_root), "val_size": 200,
+                "warm_start": False, "space": SMALL, "storage": "sqlite:///t.db"}
+    return StudyConfig(**{**base, **kw})
+
+
+WIDE = SpaceConfig(separable=(True, False), ema=(0.0, 0.998))
+
+
+def random_archs(n: int, seed: int = 0, space: SpaceConfig = WIDE):
+    """Archs sampled from the space (by default all knobs, both heads, BN on/off, separable or not)."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    while len(out) < n:
+        trial = study.ask()
+        try:
+            out.append(sample_arch(trial, space))
+        except ValueError:  # image shrinks to nothing: the objective prunes these
+            pass
+        study.tell(trial, 0.0)
+    return out
+
+
+def budgetnas(*args, cwd):
+    env = {**os.environ, "BUDGETNAS_DATA": str(cwd / "nowhere")}
+    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=120, check=False)
+
+
+def assert_one_line_error(result, match):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("budgetnas: error:"), result.stderr
+    assert "Traceback" not in result.stderr and match in lines[0]
+
+
+def scripted_training(make_model, recipe, data, seed=0, on_epoch=None, **kw) -> list[dict]:
+    """A stand-in for `train` where training is not what a test is about (reports, export, status,
+    confirm's bookkeeping, the dashboard): a deterministic learning curve from the model's size and
+    the seed, in a millisecond."""
+    n = sum(p.numel() for p in make_model().parameters())
+    history = []
+    for e in range(1, recipe.epochs + 1):
+        acc = 99.0 - 5.0 / e - (n % 89) / 100 + (seed % 5) / 50
+        record = {"epoch": e, "train_loss": 1.0 / e, "train_acc": acc, "val_acc": acc, "lr": recipe.lr, "seconds": 1e-3}
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    return history
+
+
+@pytest.fixture
+def scripted_search(monkeypatch):
+    """`search` runs its trials on `scripted_training`: studies with stored trials, no training."""
+    from search import objective, runner
+
+    monkeypatch.setattr(runner, "make_objective", partial(objective.make_objective, train_fn=scripted_training))

@@ -10,8 +10,7 @@ import torch
 
 from search import data as D
 from search.cli import main
-from tests.conftest import idx_bytes, write_idx_folder, write_image_folder, write_npz
-from tests.test_cli import assert_one_line_error, budgetnas
+from tests.conftest import assert_one_line_error, budgetnas, idx_bytes, write_idx_folder, write_image_folder, write_npz
 
 WRITERS = {"npz": lambda root, **kw: write_npz(root / "data.npz", **kw),
            "folder": lambda root, **kw: write_image_folder(root / "images", **kw),
@@ -70,7 +69,7 @@ def test_a_small_model_learns_colour_and_non_square_images(shape, tmp_path):
 
     from search.train import Engine, train
     from space import build
-    from tests.test_train import TINY
+    from tests.conftest import TINY
 
     data = D.load(str(write_npz(tmp_path / "d.npz", **shape)), val_size=200)
     arch = data.shaped(TINY)

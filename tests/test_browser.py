@@ -17,7 +17,7 @@ import pytest
 
 from search.runner import run
 from search.train import Engine
-from tests.test_search import cfg
+from tests.conftest import cfg
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -30,7 +30,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def dashboard(data_root, tmp_path):
+def dashboard(data_root, tmp_path, scripted_search):
     run(cfg(data_root, name="demo-study", trials=3, epochs=2, storage="sqlite:///studies/demo-study.db"), engine=Engine("cpu"))
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "search.cli", "dashboard", "--study", "demo-study", "--port", str(port)],

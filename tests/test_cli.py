@@ -1,24 +1,10 @@
 """Bad input: one line on stderr, exit code 2, no traceback, nothing written to the study."""
 
-import os
-import subprocess
-import sys
 
 import optuna
 import pytest
 
-
-def budgetnas(*args, cwd):
-    env = {**os.environ, "BUDGETNAS_DATA": str(cwd / "nowhere")}
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=120, check=False)
-
-
-def assert_one_line_error(result, match):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("budgetnas: error:"), result.stderr
-    assert "Traceback" not in result.stderr and match in lines[0]
+from tests.conftest import assert_one_line_error, budgetnas
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from search.loop import Diverged
 from search.runner import run
 from search.status import completed, val_acc
 from search.train import Engine
-from tests.test_search import cfg
+from tests.conftest import cfg
 
 
 @pytest.fixture
-def study(data_root):
+def study(data_root, scripted_search):
     study = run(cfg(data_root, trials=3, epochs=2, budget=20_000, storage="sqlite:///studies/t.db"), engine=Engine("cpu"))
     assert len(completed(study)) == 3  # nothing over budget: three to rank
     return study

@@ -11,7 +11,7 @@ from search.bench import measure
 from search.data import load
 from search.train import Engine, train
 from space import build
-from tests.test_train import TINY
+from tests.conftest import TINY
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

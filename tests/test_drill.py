@@ -16,7 +16,7 @@ import tomllib
 import baselines
 from search import data as D
 from search import race as R
-from search.drill import Clock, Drill, DrillConfig, plan, replan, shrink_to_budget, typical_archs
+from search.drill import Clock, Drill, DrillConfig, full_training_from, plan, replan, shrink_to_budget, typical_archs
 from search.study import StudyError, check_name, make_storage
 from space import SpaceConfig, count_params
 from space.derive import derive_space, knob_values, to_toml
@@ -128,6 +128,16 @@ def test_a_slower_training_than_planned_moves_the_later_stages_and_keeps_verify_
     assert late["narrow_end"] == pytest.approx(6000.0 + p["full_training_s"])
     race = replan(slow, cfg, "race", now=slow["narrow_end"], full_s=p["full_training_s"])
     assert race["narrow_end"] == slow["narrow_end"] and set(race["measured"]) == {"narrow", "race"}
+
+
+def test_a_full_training_is_costed_from_steady_epochs_plus_a_start_up():
+    def hist(first, steady, n):
+        return [{"seconds": first}] + [{"seconds": steady}] * (n - 1)
+
+    pruned, done = hist(40.0, 10.0, 2), hist(40.0, 10.0, 8)  # 30 s of start-up, 10 s an epoch of 1,000 images
+    full = full_training_from([pruned, pruned, done, [{"seconds": 5.0}]], images=1000, epochs=15, n_train=5000)
+    assert full == pytest.approx(30.0 + 15 * 50.0)  # not the per-trial average, which the start-up inflates
+    assert full_training_from([[{"seconds": 5.0}]], 1000, 15, 5000) is None
 
 
 def test_the_plan_times_models_drawn_from_the_default_space_within_the_budget(data_root):

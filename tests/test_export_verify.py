@@ -14,8 +14,7 @@ from search.cli import main
 from search.render import render
 from search.verify import fit_to, load_candidate, summarise, verdict, verdict_line
 from space import build, count_params
-from tests.test_space import random_archs
-from tests.test_train import TINY
+from tests.conftest import TINY, random_archs
 
 ARCHS = random_archs(12, seed=5) + [b.arch for b in baselines.all_baselines()]
 

@@ -7,11 +7,11 @@ from search.runner import run
 from search.status import best_trial
 from search.train import Engine
 from space import Arch, Conv, Pool, Recipe
-from tests.test_search import cfg
+from tests.conftest import cfg
 
 
 @pytest.fixture
-def small_study(data_root):
+def small_study(data_root, scripted_search):
     return run(cfg(data_root, trials=4, epochs=3, storage="sqlite:///studies/t.db"), engine=Engine("cpu"))
 
 
@@ -34,7 +34,7 @@ def test_export_verify_report_on_a_small_study(small_study, data_root, tmp_path,
     assert (tmp_path / "studies/t/verify.png").stat().st_size > 1000
 
 
-def test_report_names_the_warm_started_trial(data_root, tmp_path):
+def test_report_names_the_warm_started_trial(data_root, tmp_path, scripted_search):
     warm = Arch(blocks=(Conv(8), Pool(), Conv(10)), recipe=Recipe(optimizer="adam", schedule="cosine", lr=0.1))
     (tmp_path / "warm.json").write_text(warm.to_json())  # its lr of 0.1 is moved into the space's 0.01-0.02
     run(cfg(data_root, name="w", storage="sqlite:///studies/w.db", trials=2, epochs=1, warm_start=True,
@@ -71,7 +71,7 @@ def test_export_by_params_max_and_trial(small_study, tmp_path):
     assert Arch.from_json((tmp_path / "c.json").read_text()) == Arch.from_dict(smallest.user_attrs["arch"])
 
 
-def test_pruner_replay(data_root, capsys):
+def test_pruner_replay(data_root, capsys, scripted_search):
     run(cfg(data_root, name="p", storage="sqlite:///studies/p.db", trials=6, epochs=4, pruner="none"), engine=Engine("cpu"))
     main(["pruners", "--study", "p"])
     out = capsys.readouterr().out

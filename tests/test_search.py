@@ -22,17 +22,13 @@ from search.study import (
 )
 from search.train import Engine
 from space import SpaceConfig, count_params, params_of
-from tests.test_space import random_archs
+from tests.conftest import SMALL, cfg, random_archs
 
 # A small space so that tiny trials train in about a second on synthetic data.
-SMALL = SpaceConfig(stages=(2, 2), convs=(1, 2), channels=(8, 12), optimizer=("adam",), lr=(0.01, 0.02),
-                    schedule=("none", "cosine"), batch_size=(64,), rotate=(0.0, 5.0), bn=(True,))
 
 
-def cfg(data_root, **kw) -> StudyConfig:
-    base = {"name": "t", "budget": 3000, "trials": 3, "epochs": 2, "data_dir": str(data_root), "val_size": 200,
-                "warm_start": False, "space": SMALL, "storage": "sqlite:///t.db"}
-    return StudyConfig(**{**base, **kw})
+
+
 
 
 def no_training(*args, **kwargs):

@@ -5,23 +5,13 @@ import torch
 import baselines
 from space import Arch, Conv, Pool, SpaceConfig, build, count_params, params_of, sample_arch
 from space.sample import fits, params_in
+from tests.conftest import WIDE, random_archs
 
 # Every knob open, separable stages and the weight average included.
-WIDE = SpaceConfig(separable=(True, False), ema=(0.0, 0.998))
 
 
-def random_archs(n: int, seed: int = 0, space: SpaceConfig = WIDE):
-    """Archs sampled from the space (by default all knobs, both heads, BN on/off, separable or not)."""
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    out = []
-    while len(out) < n:
-        trial = study.ask()
-        try:
-            out.append(sample_arch(trial, space))
-        except ValueError:  # image shrinks to nothing: the objective prunes these
-            pass
-        study.tell(trial, 0.0)
-    return out
+
+
 
 
 @pytest.mark.parametrize("arch", random_archs(150), ids=lambda a: f"{count_params(a)}p")

@@ -6,10 +6,8 @@ import torch
 from search.data import load
 from search.loop import Diverged, augment, ema_decay, ema_split, ema_update
 from search.train import Engine, bf16_pays, compile_pays, train
-from space import Arch, Conv, Pool, Recipe, build
-
-TINY = Arch(blocks=(Conv(8), Pool(), Conv(12), Pool(), Conv(12)), head="gap", bn=True,
-            recipe=Recipe(optimizer="adam", lr=0.01, schedule="onecycle", epochs=3, batch_size=64, rotate=5))
+from space import build
+from tests.conftest import TINY
 
 
 def fit(arch, data, **kw):
