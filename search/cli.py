@@ -243,7 +243,7 @@ def cmd_confirm(args) -> None:
     if args.top < 1 or args.seeds < 1:
         raise UserError(f"--top and --seeds must be >= 1, but got {args.top} and {args.seeds}.")
     study = load_existing_study(args.study, args.storage)
-    C.top_trials(study, args.top)  # nothing to confirm: say so before loading any data
+    C.candidates(study, args.top)  # nothing to confirm: say so before loading any data
     C.confirm(study, C.study_data(study, args.data_dir), args.top, args.seeds, engine_of(args),
               on_run=lambda n, seed, score: print(f"trial {n:>4} seed {seed}: val {score:.2f}% (mean of last 3)"),
               progress=True)

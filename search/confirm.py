@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial
 
 from search.data import Data, load
 from search.loop import Diverged
-from search.status import completed, val_acc
+from search.select import completed, rank_key, top_trials, val_acc
 from search.study import fingerprint_of
 from search.train import Engine, train
 from search.verify import LAST
@@ -43,9 +43,9 @@ def confirm_seed(trial_number: int, k: int) -> int:
     return 1_000_000 * k + trial_number
 
 
-def top_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
-    """The `top` best completed trials by their own validation score."""
-    trials = sorted(completed(study), key=lambda t: -val_acc(t))[:top]
+def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """The `top` best trials (search/select.py's ranking); BadInput if there is none to confirm."""
+    trials = top_trials(study, top)
     if not trials:
         raise BadInput(f"study {study.study_name!r} has no completed trial to confirm yet.")
     return trials
@@ -57,7 +57,7 @@ def confirm(study: optuna.Study, data: Data, top: int, seeds: int, engine: Engin
     """Give each of the `top` best trials by validation `seeds` extra trainings; returns the stored results.
     A training that diverges scores 0%: the trial is not robust to its seed."""
     results = dict(study.user_attrs.get(KEY, {}))
-    for t in top_trials(study, top):
+    for t in candidates(study, top):
         got = results.get(str(t.number), {"seeds": [], "val_last3": []})
         arch = Arch.from_dict(t.user_attrs["arch"])
         for k in range(len(got["seeds"]) + 1, seeds + 1):
@@ -87,7 +87,7 @@ def confirmed(study: optuna.Study) -> list[tuple[FrozenTrial, list[float]]]:
     """Confirmed trials with all their validation scores, best mean first (fewer params on a tie)."""
     results = study.user_attrs.get(KEY, {})  # one storage read, not one per trial
     rows = [(t, scores) for t in completed(study) if (scores := confirmed_scores(study, t, results))]
-    return sorted(rows, key=lambda r: (-statistics.mean(r[1]), r[0].user_attrs["params"]))
+    return sorted(rows, key=lambda r: rank_key(statistics.mean(r[1]), r[0]))
 
 
 def best_confirmed(study: optuna.Study) -> FrozenTrial:

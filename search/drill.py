@@ -40,10 +40,10 @@ from search import race as R
 from search.confirm import confirm_seed
 from search.render import render
 from search.runner import STUDIES, die_with_parent, load_data, run_workers
-from search.status import completed, val_acc
-from search.study import StudyConfig, StudyError, check_name, make_storage, min_params, open_study, redact
+from search.select import completed, top_trials, val_acc
+from search.study import StudyConfig, StudyError, check_name, make_storage, open_study, redact
 from search.train import Engine, threads_each, train
-from space import Arch, Conv, SpaceConfig, build, count_params, sample_arch
+from space import Arch, Conv, SpaceConfig, build, count_params, min_params, sample_arch
 from space.derive import derive_space, to_toml
 
 STAGES = ("explore", "narrow", "race", "verify")
@@ -535,11 +535,6 @@ def stage_study(drill: optuna.Study, stage: str) -> optuna.Study | None:
 
 def val_accs(trial) -> list[float]:
     return [h["val_acc"] for h in trial.user_attrs["history"]]
-
-
-def top_trials(study: optuna.Study, k: int) -> list:
-    """The `k` best completed trials by their own score (fewer parameters first on a tie)."""
-    return sorted(completed(study), key=lambda t: (-val_acc(t), t.user_attrs["params"]))[:k]
 
 
 def drill_summary(study: optuna.Study) -> str:

@@ -11,7 +11,7 @@ import optuna
 from search.confirm import best_confirmed, confirmed_scores
 from search.data import split_words
 from search.render import render
-from search.status import best_trial
+from search.select import best_trial
 from search.study import fingerprint_of
 from space import Arch
 from space.errors import BadInput

@@ -21,7 +21,8 @@ from search import race as R
 from search.annotate import describe
 from search.drill import stage_study
 from search.report import plot_front, save
-from search.status import completed, prune_counts, seconds_spent, val_acc
+from search.select import best_trial, completed, val_acc
+from search.status import prune_counts, seconds_spent
 from space import Arch, SpaceConfig
 from space.derive import to_toml
 
@@ -121,7 +122,7 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
             plot_front(narrow, folder / "narrow-front.png")
             lines += study_results(narrow) + ["![narrow](narrow-front.png)", ""]
             warm = [t for t in completed(narrow) if "warm_from" in t.user_attrs]
-            best = max(completed(narrow), key=lambda t: (val_acc(t), -t.user_attrs["params"]))
+            best = best_trial(narrow)
             analysis = f"Best at full fidelity: trial {best.number}, {best.user_attrs['params']:,} params, {val_acc(best):.2f}%"
             if warm:
                 analysis += ("; Explore's best, retrained at full fidelity: "

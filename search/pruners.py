@@ -11,7 +11,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from search.status import completed, val_acc
+from search.select import completed, val_acc
 from search.study import StudyConfig, make_pruner
 from space.errors import BadInput
 

@@ -18,7 +18,8 @@ from search import data as D
 from search.confirm import confirmed
 from search.data import split_words
 from search.results import baseline_markdown
-from search.status import best_trial, completed, pareto_front, prune_counts, seconds_spent, val_acc
+from search.select import best_trial, completed, pareto_front, val_acc
+from search.status import prune_counts, seconds_spent
 from search.study import fingerprint_of
 
 

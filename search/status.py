@@ -6,36 +6,10 @@ import statistics
 from collections import Counter
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
+from search.select import best_trial, completed, pareto_front, val_acc
 from search.study import fingerprint_of
-from space.errors import BadInput
-
-
-def val_acc(t: FrozenTrial) -> float:
-    return t.values[0]
-
-
-def completed(study: optuna.Study) -> list[FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
-
-
-def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Completed trials not beaten by another on both val accuracy (higher) and params (lower)."""
-    front = []
-    for t in sorted(trials, key=lambda t: (t.user_attrs["params"], -val_acc(t))):
-        if not front or val_acc(t) > val_acc(front[-1]):
-            front.append(t)
-    return front
-
-
-def best_trial(study: optuna.Study, params_max: int | None = None) -> FrozenTrial:
-    """Most accurate completed trial (at or under `params_max` params when given)."""
-    trials = [t for t in completed(study) if params_max is None or t.user_attrs["params"] <= params_max]
-    if not trials:
-        limit = f" with at most {params_max} params" if params_max is not None else ""
-        raise BadInput(f"study {study.study_name!r} has no completed trial{limit} yet.")
-    return max(trials, key=lambda t: (val_acc(t), -t.user_attrs["params"]))
 
 
 def prune_counts(study: optuna.Study) -> dict[str, int]:

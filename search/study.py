@@ -8,7 +8,6 @@ created with; resuming it with different ones is refused instead of mixing trial
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import os
 import re
@@ -27,7 +26,7 @@ except ModuleNotFoundError:  # Python 3.10
 import baselines
 from search.annotate import study_note
 from search.data import VAL_SPLITS
-from space import Arch, Conv, Pool, SpaceConfig, count_params, params_of
+from space import Arch, SpaceConfig, min_params, params_of
 from space.errors import BadInput
 from space.sample import fits, params_in
 
@@ -179,26 +178,6 @@ def warm_params(cfg: StudyConfig) -> dict[str, dict]:
     return out
 
 
-def min_params(space: SpaceConfig) -> int:
-    """Parameters of the smallest model the space can sample (narrowest, shallowest, cheapest head)."""
-    c, counts = space.channels[0], []
-    for stages, separable in itertools.product(range(space.stages[0], space.stages[1] + 1), space.separable):
-        blocks: list = []
-        for s in range(stages):
-            if s > 0:
-                blocks += [Pool()] + ([Conv(c, k=1)] if False not in space.transition else [])
-            blocks += ([Conv(c, groups=c), Conv(c, k=1)] if s > 0 and separable else [Conv(c)]) * space.convs[0]
-        try:
-            arch = Arch(tuple(blocks), head="gap" if "gap" in space.head else "flatten", bn=False not in space.bn)
-        except ValueError:  # this many stages shrinks the image to nothing
-            continue
-        counts.append(count_params(arch))
-    if not counts:
-        raise StudyError(f"no model in the space fits a 28px image: {space.to_dict()}")
-    return min(counts)
-
-
-# ----------------------------------------------------------------------------- storage & study
 def default_storage(name: str) -> str:
     return f"sqlite:///studies/{name}.db"
 

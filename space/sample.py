@@ -11,12 +11,14 @@ plain params.
 
 from __future__ import annotations
 
+import itertools
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import optuna
 
-from space.arch import HEADS, OPTIMIZERS, SCHEDULES, Arch, Conv, Pool, Recipe
+from space.arch import HEADS, OPTIMIZERS, SCHEDULES, Arch, Conv, Pool, Recipe, size_text
+from space.build import count_params
 from space.errors import BadInput
 
 IntRange = tuple[int, int]
@@ -265,3 +267,29 @@ def _contains(d: optuna.distributions.BaseDistribution, value) -> bool:
         return d._contains(d.to_internal_repr(value))
     except ValueError:  # a categorical value that is not among the choices
         return False
+
+
+DEFAULT_INPUT = Arch((Conv(2),))  # a placeholder model with Arch's default input (28x28 grey) and classes (10)
+
+
+def min_params(space: SpaceConfig, like: Arch = DEFAULT_INPUT) -> int:
+    """Parameters of the smallest model the space can sample (narrowest, shallowest, cheapest head),
+    for the input and classes of `like` (default: 28x28 grey, 10 classes)."""
+    c, counts = space.channels[0], []
+    for stages, separable in itertools.product(range(space.stages[0], space.stages[1] + 1), space.separable):
+        blocks: list = []
+        for s in range(stages):
+            if s > 0:
+                blocks += [Pool()] + ([Conv(c, k=1)] if False not in space.transition else [])
+            blocks += ([Conv(c, groups=c), Conv(c, k=1)] if s > 0 and separable else [Conv(c)]) * space.convs[0]
+        try:
+            arch = replace(like, blocks=tuple(blocks), head="gap" if "gap" in space.head else "flatten", bn=False not in space.bn)
+        except ValueError:  # this many stages shrinks the image to nothing
+            continue
+        counts.append(count_params(arch))
+    if not counts:
+        raise BadInput(f"no model in the space fits a {size_text(like.image_size)} image: {space.to_dict()}")
+    return min(counts)
+
+
+# ----------------------------------------------------------------------------- storage & study

@@ -8,7 +8,7 @@ from search.confirm import KEY, confirm, confirm_seed, confirmed
 from search.data import load
 from search.loop import Diverged
 from search.runner import run
-from search.status import completed, val_acc
+from search.select import completed, val_acc
 from search.train import Engine
 from tests.conftest import cfg
 

@@ -4,7 +4,7 @@ import baselines
 from search.annotate import describe
 from search.cli import main
 from search.runner import run
-from search.status import best_trial
+from search.select import best_trial
 from search.train import Engine
 from space import Arch, Conv, Pool, Recipe
 from tests.conftest import cfg

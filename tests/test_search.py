@@ -8,7 +8,8 @@ import baselines
 from search.loop import Diverged
 from search.objective import make_objective
 from search.runner import run
-from search.status import best_trial, pareto_front, summary
+from search.select import best_trial, pareto_front
+from search.status import summary
 from search.study import (
     FINGERPRINT,
     StudyConfig,
@@ -17,11 +18,10 @@ from search.study import (
     load_config,
     make_pruner,
     make_storage,
-    min_params,
     open_study,
 )
 from search.train import Engine
-from space import SpaceConfig, count_params, params_of
+from space import SpaceConfig, count_params, min_params, params_of
 from tests.conftest import SMALL, cfg, random_archs
 
 # A small space so that tiny trials train in about a second on synthetic data.
@@ -258,3 +258,16 @@ def test_the_head_has_as_many_logits_as_the_data_has_classes(data_root):
     t = study.trials[0]
     assert t.user_attrs["arch"]["classes"] == 12 and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert "history" in t.user_attrs  # it trained: labels up to 11 no longer crash a 10-logit head
+
+
+def test_one_ranking_breaks_ties_by_fewer_params_then_the_earlier_trial():
+    from search.confirm import KEY, confirmed
+    from search.select import top_trials
+
+    study = optuna.create_study(direction="maximize")
+    for value, params in [(99.0, 5000), (99.1, 6000), (99.1, 5500), (99.1, 5500)]:
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"params": params}))
+    assert [t.number for t in top_trials(study)] == [2, 3, 1, 0]
+    assert best_trial(study).number == 2 and best_trial(study, params_max=5000).number == 0
+    study.set_user_attr(KEY, {str(n): {"seeds": [1], "val_last3": [99.1]} for n in (1, 2, 3)})  # equal means
+    assert [t.number for t, _ in confirmed(study)] == [2, 3, 1]
