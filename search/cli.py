@@ -198,7 +198,7 @@ def cmd_status(args) -> None:
 
 def existing_storage(name: str, url: str | None):
     """The storage of a study that must already exist; UserError otherwise."""
-    from search.study import default_storage, make_storage, redact, storage_file
+    from search.storage import default_storage, make_storage, redact, storage_file
 
     drill_journal = STUDIES_DIR / name / "drill.journal"  # a drill's default storage
     url = url or (f"journal:{drill_journal}" if drill_journal.is_file() else default_storage(name))

@@ -41,7 +41,8 @@ from search.confirm import confirm_seed
 from search.render import render
 from search.runner import STUDIES, die_with_parent, load_data, run_workers
 from search.select import completed, top_trials, val_acc
-from search.study import StudyConfig, StudyError, check_name, make_storage, open_study, redact
+from search.storage import make_storage, redact
+from search.study import StudyConfig, StudyError, check_name, open_study
 from search.train import Engine, threads_each, train
 from space import Arch, Conv, SpaceConfig, build, count_params, min_params, sample_arch
 from space.derive import derive_space, to_toml

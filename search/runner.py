@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 
 from search import data as D
 from search.objective import make_objective
-from search.study import StudyConfig, StudyError, make_storage, open_study, redact
+from search.storage import make_storage, redact
+from search.study import StudyConfig, StudyError, open_study
 from search.train import Engine, threads_each
 from space.errors import BadInput
 

@@ -14,7 +14,7 @@ import pytest
 from optuna_dashboard import get_note
 
 from search import cli, dashboard
-from search.study import make_storage
+from search.storage import make_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -17,7 +17,8 @@ import baselines
 from search import data as D
 from search import race as R
 from search.drill import Clock, Drill, DrillConfig, full_training_from, plan, replan, shrink_to_budget, typical_archs
-from search.study import StudyError, check_name, make_storage
+from search.storage import make_storage
+from search.study import StudyError, check_name
 from space import SpaceConfig, count_params
 from space.derive import derive_space, knob_values, to_toml
 

@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.runner import alive
-from search.study import make_storage
+from search.storage import make_storage
 
 CONFIG = """
 [study]

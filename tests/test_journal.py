@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from search import study as S
+from search import storage as S
 
 
 def add(study, x):

@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.study import make_storage
+from search.storage import make_storage
 
 CONFIG = """
 [study]

@@ -10,6 +10,7 @@ from search.objective import make_objective
 from search.runner import run
 from search.select import best_trial, pareto_front
 from search.status import summary
+from search.storage import make_storage
 from search.study import (
     FINGERPRINT,
     StudyConfig,
@@ -17,7 +18,6 @@ from search.study import (
     fingerprint_of,
     load_config,
     make_pruner,
-    make_storage,
     open_study,
 )
 from search.train import Engine
@@ -206,9 +206,11 @@ def test_min_params_is_a_real_lower_bound(space):
 
 
 def test_bad_storage_url():
-    with pytest.raises(StudyError, match="storage must be"):
+    from search.storage import StorageError
+
+    with pytest.raises(StorageError, match="storage must be"):
         make_storage("redis://x")
-    with pytest.raises(StudyError, match="does not exist"):
+    with pytest.raises(StorageError, match="does not exist"):
         make_storage("sqlite:////nonexistent/dir/x.db")
 
 
