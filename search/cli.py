@@ -11,7 +11,9 @@ from pathlib import Path
 
 import torch
 
-from search.data import VAL_SPLITS
+from search.drill import DrillConfig
+from search.flags import add_fields, given
+from search.study import StudyConfig
 from space.errors import BadInput
 
 EXIT_USAGE = 2  # bad input: a path, a file, a value; one line on stderr
@@ -43,13 +45,15 @@ def set_threads(n: int | None) -> None:
     torch.set_num_threads(n or os.cpu_count() or 1)
 
 
-def add_data_args(p: argparse.ArgumentParser, dataset: bool = True) -> None:
-    """`dataset=False` where the dataset is a study's own (it is stored with the study)."""
+def add_data_args(p: argparse.ArgumentParser, dataset: bool = True, data_dir: bool = True) -> None:
+    """`dataset=False` where the dataset is a study's own (it is stored with the study) or a
+    config field's flag; `data_dir=False` where it is a config field's flag."""
     if dataset:
         p.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist | kmnist (IDX files under the data root), "
                        "or your own: a .npz (x_train, y_train, x_test, y_test), an image folder (train/<class>/, "
                        "test/<class>/) or a folder of IDX files")
-    p.add_argument("--data-dir", default=None, help="data root (default: $BUDGETNAS_DATA, else ./data)")
+    if data_dir:
+        p.add_argument("--data-dir", default=None, help="data root (default: $BUDGETNAS_DATA, else ./data)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
 
 
@@ -153,12 +157,9 @@ def cmd_verify(args) -> None:
 def cmd_search(args) -> None:
     from search.runner import run_workers
     from search.status import summary
-    from search.study import load_config
+    from search.study import StudyConfig, load_config
 
-    cfg = load_config(args.config, name=args.study, budget=args.budget, trials=args.trials, timeout=args.timeout,
-                      epochs=args.epochs, storage=args.storage, objective=args.objective, seed=args.seed,
-                      subset=args.subset, val_size=args.val_size, val_split=args.val_split, dataset=args.dataset, data_dir=args.data_dir, pruner=args.pruner,
-                      warm_start=args.warm_start, dry_run=args.dry_run or None)
+    cfg = load_config(args.config, **given(args, StudyConfig))
     study = run_workers(cfg, args.workers, engine_of(args))
     if cfg.dry_run:
         print(dry_run_summary(study))
@@ -180,9 +181,7 @@ def cmd_drill(args) -> None:
     from search.study import check_name
 
     check_name(args.name)
-    cfg = DrillConfig(name=args.name, budget=args.budget, dataset=args.dataset, data_dir=args.data_dir,
-                      hours=args.hours, bar=args.bar, seeds=args.seeds, epochs=args.epochs, subset=args.subset,
-                      val_size=args.val_size, seed=args.seed, storage=args.storage, workers=args.workers)
+    cfg = DrillConfig(**given(args, DrillConfig))
     out = Drill(cfg, engine_of(args)).run()
     if out["verdict"]["passed"] is False:
         sys.exit(1)
@@ -368,46 +367,18 @@ def parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("search", help="run (or resume) a study: sample, count, prune, train")
-    s.add_argument("--study", default=None, help="study name (default: from --config, else 'default')")
     s.add_argument("--config", default=None, help="study file (TOML with [study] and [space] tables)")
-    s.add_argument("--budget", type=int, default=None, help="max trainable parameters (default 8000)")
-    s.add_argument("--trials", type=int, default=None, help="trials to run now (default 20)")
-    s.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
-    s.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 15)")
-    s.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///studies/NAME.db)")
-    s.add_argument("--objective", choices=("accuracy", "pareto"), default=None)
-    s.add_argument("--pruner", choices=("median", "halving", "hyperband", "none"), default=None)
-    s.add_argument("--seed", type=int, default=None, help="sampler seed; trial seeds derive from it")
-    s.add_argument("--subset", type=int, default=None, help="train on N training images (smoke runs)")
-    s.add_argument("--val-size", type=int, default=None, help="validation images held out from train (default 5000)")
-    s.add_argument("--val-split", choices=VAL_SPLITS, default=None,
-                   help="hold out a random sample (default) or the tail of the training file (writer-ordered data)")
-    s.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
-                   help="enqueue the four baselines first (default: yes)")
-    s.add_argument("--dry-run", action="store_true", help="sample and count only; in memory, no training")
+    add_fields(s, StudyConfig, skip=("space",), rename={"name": "study"})
     s.add_argument("--workers", type=int, default=None,
                    help="worker processes on this machine (default: one per core with a journal: or "
                         "postgresql:// storage, one with SQLite)")
-    add_data_args(s)
+    add_data_args(s, dataset=False, data_dir=False)
     add_engine_args(s, certify=False)
-    s.set_defaults(func=cmd_search, dataset=None)
+    s.set_defaults(func=cmd_search)
 
-    d = sub.add_parser("drill", help="budget -> explore -> narrow -> race -> verify: a verified module, in one run",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d.add_argument("--name", required=True, help="the drill's name; its files go to studies/NAME/")
-    d.add_argument("--budget", type=int, required=True, help="max trainable parameters")
-    d.add_argument("--hours", type=float, default=1.0, help="wall-clock budget of the whole drill, verify included")
-    d.add_argument("--bar", type=float, default=None,
-                   help="test accuracy (%%) that each of the last 3 epochs of every verify seed must reach; "
-                        "none: maximise accuracy, verify without a verdict")
-    d.add_argument("--seeds", type=int, default=3, help="verify seeds (0..N-1)")
-    d.add_argument("--epochs", type=int, default=15, help="full fidelity: training epochs")
-    d.add_argument("--subset", type=int, default=None, help="full fidelity: training images (default: all but validation)")
-    d.add_argument("--val-size", type=int, default=5000, help="validation images held out from the training file")
-    d.add_argument("--seed", type=int, default=0, help="sampler seed; training seeds derive from it")
-    d.add_argument("--storage", default=None, help="Optuna storage URL (default journal:studies/NAME/drill.journal)")
-    d.add_argument("--workers", type=int, default=None, help="worker processes on this machine (default: one per core)")
-    add_data_args(d)
+    d = sub.add_parser("drill", help="budget -> explore -> narrow -> race -> verify: a verified module, in one run")
+    add_fields(d, DrillConfig, required=("name", "budget"))
+    add_data_args(d, dataset=False, data_dir=False)
     add_engine_args(d, certify=False)
     d.set_defaults(func=cmd_drill)
 

@@ -58,7 +58,7 @@ VERIFY_ENGINE_PRECISION = "fp32"  # verify trains as the exported module does: f
 class DrillConfig:
     name: str  # its studies are NAME, NAME/explore, NAME/narrow; its files go to studies/NAME/
     budget: int  # hard limit on trainable parameters
-    dataset: str = "mnist"  # a named dataset (search.data.DATASETS) or a path to the user's own (search/read.py)
+    dataset: str = "mnist"  # mnist | fashion-mnist | kmnist, or a path: your own .npz, image folder or IDX folder
     data_dir: str | None = None  # data root; default $BUDGETNAS_DATA, else ./data
     hours: float = 1.0  # wall-clock budget of the whole drill, verify included
     bar: float | None = None  # test accuracy every one of the last 3 epochs of every seed must reach, %; None: no verdict

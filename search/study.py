@@ -61,7 +61,7 @@ class StudyConfig:
     objective: str = "accuracy"  # accuracy: max val acc | pareto: max val acc, min params
     pruner: str = "median"  # early stopping of hopeless trials (accuracy objective only)
     seed: int = 0  # sampler seed; trial k trains with a seed derived from (seed, k)
-    dataset: str = "mnist"  # a named dataset (search.data.DATASETS) or a path to your own (search/read.py)
+    dataset: str = "mnist"  # mnist | fashion-mnist | kmnist, or a path: your own .npz, image folder or IDX folder
     data_dir: str | None = None  # data root; default $BUDGETNAS_DATA, else ./data
     val_size: int = 5000  # validation images held out from train; selection uses them only
     val_split: str = "random"  # random | tail: which training images are held out (search.data)

@@ -172,3 +172,25 @@ def test_a_study_not_made_by_budgetnas_is_named_so(cwd):
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     for command in ("status", "export", "report"):
         assert_one_line_error(budgetnas(command, "--study", "plain", cwd=cwd), "not made by budgetnas")
+
+
+@pytest.mark.parametrize("command, cls, skip, extra", [
+    ("search", "StudyConfig", {"space"}, {"config", "workers", "threads", "device", "precision", "compile"}),
+    ("drill", "DrillConfig", set(), {"threads", "device", "precision", "compile"}),
+])
+def test_the_flags_are_the_config_fields_and_their_help_shows_each_default(command, cls, skip, extra):
+    """A setting is stated once, as a field; its flag, help and default come from there."""
+    import argparse
+    import dataclasses
+
+    from search import cli, drill, study
+
+    config = {"StudyConfig": study.StudyConfig, "DrillConfig": drill.DrillConfig}[cls]
+    sub = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    flags = {a.dest for a in sub._actions if a.dest != "help"}
+    names = {f.name for f in dataclasses.fields(config)} - skip
+    assert flags - extra == names  # every field a flag, every flag a field (or one of the engine's)
+    for a in sub._actions:
+        f = next((f for f in dataclasses.fields(config) if f.name == a.dest), None)
+        if f is not None and not a.required:  # the help names the default: the field's own, or its comment's
+            assert f"(default: {'none' if f.default is None else f.default})" in a.help or "default" in a.help, a.dest
