@@ -197,12 +197,15 @@ def full_training_from(histories: list[list[dict]], images: int, epochs: int, n_
 
 def replan(p: dict, cfg: DrillConfig, stage: str, now: float, full_s: float) -> dict:
     """The plan with the ends still ahead moved by a measured full-fidelity training of `full_s` s
-    (one worker): Verify and Race reserved at that cost, the stage starting now given the rest."""
+    (one worker): Verify reserved at that cost, then Race, but never more than half of what is
+    left after Verify (mnist-drill-7k-2: the race's six trainings left Narrow one round), and the
+    stage starting now given the rest, at least one training per worker."""
     total = cfg.hours * 3600
     verify = p["verify_s"] * full_s / p["full_training_s"]
     race = math.ceil(R.CANDIDATES * (R.MAX_SEEDS - 1) / cfg.n_workers) * full_s
+    race = min(race, max(full_s, 0.5 * (total - verify - now)))
     q = {**p, "verify_s": verify, "measured": {**p.get("measured", {}), stage: full_s}}
-    if stage == "narrow":  # Narrow keeps at least one training per worker
+    if stage == "narrow":
         q["narrow_end"] = max(now + full_s, total - verify - race)
     q["race_end"] = max(q["narrow_end"], now if stage == "race" else 0.0, total - verify)
     return q

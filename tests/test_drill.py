@@ -127,6 +127,8 @@ def test_a_slower_training_than_planned_moves_the_later_stages_and_keeps_verify_
     assert slow["race_end"] + slow["verify_s"] == pytest.approx(2 * 3600)
     late = replan(p, cfg, "narrow", now=6000.0, full_s=p["full_training_s"])  # Narrow keeps one training
     assert late["narrow_end"] == pytest.approx(6000.0 + p["full_training_s"])
+    squeezed = replan(p, cfg, "narrow", now=0.5 * 3600, full_s=10 * 60.0)  # a race of 3 rounds would leave Narrow 15 min
+    assert squeezed["narrow_end"] - 1800 >= squeezed["race_end"] - squeezed["narrow_end"]  # Race takes at most half
     race = replan(slow, cfg, "race", now=slow["narrow_end"], full_s=p["full_training_s"])
     assert race["narrow_end"] == slow["narrow_end"] and set(race["measured"]) == {"narrow", "race"}
 
