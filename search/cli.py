@@ -25,6 +25,19 @@ class UserError(BadInput):
     """Bad input from the user; printed as one line, exit code 2."""
 
 
+class Renamed(argparse.Action):
+    """A flag's old spelling, kept for one release: it sets the new flag and says so on stderr."""
+
+    def __init__(self, *args, new: str, **kw):
+        self.new = new
+        super().__init__(*args, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"budgetnas: warning: {option_string} is now {self.new}; the old spelling goes in the next release",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def writable(path: str | Path | None) -> Path | None:
     """An output file checked before any work: its folder exists and both may be written. A run of
     half an hour must not end in a traceback and no result."""
@@ -145,7 +158,7 @@ def cmd_verify(args) -> None:
     for s in summaries:
         last3 = " ".join(f"{a:.2f}" for a in s["last3_test"])
         print(f"{s['seed']:>4} {s['params']:>7} {s['best_test']:>6.2f}% {last3:>26} {s['min_last3']:>6.2f}%")
-    v = verdict(summaries, args.target_acc if args.target_acc is not None else D.default_bar(args.dataset))
+    v = verdict(summaries, args.bar if args.bar is not None else D.default_bar(args.dataset))
     if args.json:
         write_json(Path(args.json), {"target": args.target, "verdict": v, "runs": summaries, **provenance(engine)})
     print(verdict_line(v, cand.params))
@@ -357,9 +370,10 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("target", help="an exported .py module, or a baseline (exp4, baselines/exp4)")
     v.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default: 3)")
     v.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (<= 15 for the course)")
-    v.add_argument("--target", dest="target_acc", type=float, default=None,
-                   help="test accuracy to clear, %%; default: the named dataset's bar (mnist: the course's 99.40), "
-                        "else none (no verdict)")
+    v.add_argument("--bar", type=float, default=None,
+                   help="test accuracy (%%) each of the last 3 epochs of every seed must reach; default: the named "
+                        "dataset's (mnist: the course's 99.40), else none (no verdict)")
+    v.add_argument("--target", dest="bar", type=float, action=Renamed, new="--bar", help=argparse.SUPPRESS)
     v.add_argument("--json", default=None, help="write per-seed results and the verdict here")
     v.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes (cores split)")
     add_data_args(v)

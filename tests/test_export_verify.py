@@ -104,7 +104,7 @@ def test_the_module_trains_exactly_as_verify_reports(tmp_path, data_root, change
     subprocess.run([sys.executable, str(path), "--data", raw, "--seed", "1", "--device", "cpu",
                     "--history", str(tmp_path / "module.json")], cwd=tmp_path, env=env, check=True, capture_output=True)
     main(["verify", str(path), "--seeds", "2", "--data-dir", str(data_root), "--threads", "1", "--device", "cpu",
-          "--json", str(tmp_path / "verify.json"), "--target", "0"])
+          "--json", str(tmp_path / "verify.json"), "--bar", "0"])
     ours = json.loads((tmp_path / "verify.json").read_text())["runs"][1]["history"]
     theirs = json.loads((tmp_path / "module.json").read_text())
     keys = ("epoch", "train_loss", "train_acc", "test_acc", "lr")
@@ -117,11 +117,12 @@ def test_verify_cli_on_synthetic_data(tmp_path, data_root, capsys):
     path.write_text(render(TINY.with_recipe(epochs=6), {"Study": "t"}))
     args = ["verify", str(path), "--seeds", "2", "--data-dir", str(data_root), "--threads", "1"]
     with pytest.raises(SystemExit) as e:  # 3 epochs on synthetic data: nowhere near 99.99% -> FAIL, exit 1
-        main(args + ["--target", "99.99", "--json", str(tmp_path / "v.json")])
-    assert e.value.code == 1
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"FAIL params={count_params(TINY)}")
+        main(args + ["--target", "99.99", "--json", str(tmp_path / "v.json")])  # the old spelling of --bar, still
+    captured = capsys.readouterr()
+    assert e.value.code == 1 and "--target is now --bar" in captured.err
+    assert captured.out.strip().splitlines()[-1].startswith(f"FAIL params={count_params(TINY)}")
     assert json.loads((tmp_path / "v.json").read_text())["verdict"]["passed"] is False
-    main(args + ["--target", "40", "--jobs", "2"])  # but it does learn (chance is 10%); seeds in parallel
+    main(args + ["--bar", "40", "--jobs", "2"])  # but it does learn (chance is 10%); seeds in parallel
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"PASS params={count_params(TINY)}")
 
 
