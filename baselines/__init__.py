@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import import_module
 
-from space import Arch
-from space.errors import BadInput
+from budgetnas.space import Arch
+from budgetnas.space.errors import BadInput
 
 NAMES = ("exp1", "exp2", "exp3", "exp4")
 
@@ -25,7 +25,7 @@ def get(name: str) -> Baseline:
     key = f"exp{key}" if key.isdigit() else key
     if key not in NAMES:
         raise BadInput(f"unknown baseline {name!r}; known: {', '.join(NAMES)}.")
-    m = import_module(f"baselines.{key}")
+    m = import_module(f"budgetnas.baselines.{key}")
     return Baseline(key, m.ARCH, m.TARGET, m.ANALYSIS)
 
 

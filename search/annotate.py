@@ -7,12 +7,11 @@ import tempfile
 from pathlib import Path
 
 import optuna
+from budgetnas.search.data import split_words
+from budgetnas.search.render import render
+from budgetnas.space import Arch, Conv
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna_dashboard import save_note
-
-from search.data import split_words
-from search.render import render
-from space import Arch, Conv
 
 
 def describe(arch: Arch) -> str:
@@ -80,7 +79,7 @@ def annotate_trial(trial: optuna.Trial, arch: Arch, params: int, budget: int, hi
 
 
 def study_note(study: optuna.Study, config: dict) -> None:
-    from search.results import baseline_runs
+    from budgetnas.search.results import baseline_runs
 
     space = "\n".join(f"| {k} | {v} |" for k, v in config["space"].items())
     runs = baseline_runs(config["dataset"])

@@ -24,12 +24,11 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from budgetnas.search.data import Split, load
+from budgetnas.search.loop import EVAL_BATCH, augment, evaluate, make_optimizer, to_unit
+from budgetnas.search.train import Engine, bf16_pays, compile_pays, threads_each, train
+from budgetnas.space import Arch, build
 from torch.utils.data import DataLoader, Dataset
-
-from search.data import Split, load
-from search.loop import EVAL_BATCH, augment, evaluate, make_optimizer, to_unit
-from search.train import Engine, bf16_pays, compile_pays, threads_each, train
-from space import Arch, build
 
 
 class PerSampleDataset(Dataset):

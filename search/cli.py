@@ -10,11 +10,10 @@ import traceback
 from pathlib import Path
 
 import torch
-
-from search.drill import DrillConfig
-from search.flags import add_fields, given
-from search.study import StudyConfig
-from space.errors import BadInput
+from budgetnas.search.drill import DrillConfig
+from budgetnas.search.flags import add_fields, given
+from budgetnas.search.study import StudyConfig
+from budgetnas.space.errors import BadInput
 
 EXIT_USAGE = 2  # bad input: a path, a file, a value; one line on stderr
 EXIT_BUG = 70  # an internal error (BSD's EX_SOFTWARE): a bug in budgetnas, reported with its traceback
@@ -84,7 +83,7 @@ def add_engine_args(p: argparse.ArgumentParser, certify: bool) -> None:
 
 
 def engine_of(args):
-    from search.train import Engine
+    from budgetnas.search.train import Engine
 
     return Engine(args.device, args.precision, args.compile).pinned()
 
@@ -99,7 +98,7 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
 def resolve_study_args(args) -> None:
     """Name and storage from --config, as `search` took them; flags win."""
     if args.study_config:
-        from search.study import load_config
+        from budgetnas.search.study import load_config
 
         cfg = load_config(args.study_config)
         args.study, args.storage = args.study or cfg.name, args.storage or cfg.storage_url
@@ -109,10 +108,10 @@ def resolve_study_args(args) -> None:
 
 # ----------------------------------------------------------------------------- baseline / verify
 def cmd_baseline(args) -> None:
-    import baselines
-    from search import data as D
-    from search.results import RESULTS_DIR, baseline_markdown, provenance, write_json
-    from search.verify import fit_to, load_candidate, run_seed, summarise
+    from budgetnas import baselines
+    from budgetnas.search import data as D
+    from budgetnas.search.results import RESULTS_DIR, baseline_markdown, provenance, write_json
+    from budgetnas.search.verify import fit_to, load_candidate, run_seed, summarise
 
     engine = engine_of(args)
     names = baselines.NAMES if args.name == "all" else (baselines.get(args.name).name,)
@@ -144,9 +143,9 @@ def cmd_baseline(args) -> None:
 def cmd_verify(args) -> None:
     from pathlib import Path
 
-    from search import data as D
-    from search.results import provenance, write_json
-    from search.verify import fit_to, load_candidate, run_seeds, verdict, verdict_line
+    from budgetnas.search import data as D
+    from budgetnas.search.results import provenance, write_json
+    from budgetnas.search.verify import fit_to, load_candidate, run_seeds, verdict, verdict_line
 
     writable(args.json)
     cand, engine = load_candidate(args.target), engine_of(args)  # a bad module is refused before the data is read
@@ -168,9 +167,9 @@ def cmd_verify(args) -> None:
 
 # ----------------------------------------------------------------------------- search / status
 def cmd_search(args) -> None:
-    from search.runner import run_workers
-    from search.status import summary
-    from search.study import StudyConfig, load_config
+    from budgetnas.search.runner import run_workers
+    from budgetnas.search.status import summary
+    from budgetnas.search.study import StudyConfig, load_config
 
     cfg = load_config(args.config, **given(args, StudyConfig))
     study = run_workers(cfg, args.workers, engine_of(args))
@@ -190,8 +189,8 @@ def dry_run_summary(study) -> str:
 
 
 def cmd_drill(args) -> None:
-    from search.drill import Drill, DrillConfig
-    from search.study import check_name
+    from budgetnas.search.drill import Drill, DrillConfig
+    from budgetnas.search.study import check_name
 
     check_name(args.name)
     cfg = DrillConfig(**given(args, DrillConfig))
@@ -201,8 +200,8 @@ def cmd_drill(args) -> None:
 
 
 def cmd_status(args) -> None:
-    from search.drill import KEY, drill_summary
-    from search.status import summary
+    from budgetnas.search.drill import KEY, drill_summary
+    from budgetnas.search.status import summary
 
     study = load_existing_study(args.study, args.storage)
     print(drill_summary(study) if KEY in study.user_attrs else summary(study))
@@ -210,7 +209,7 @@ def cmd_status(args) -> None:
 
 def existing_storage(name: str, url: str | None):
     """The storage of a study that must already exist; UserError otherwise."""
-    from search.storage import default_storage, make_storage, redact, storage_file
+    from budgetnas.search.storage import default_storage, make_storage, redact, storage_file
 
     drill_journal = STUDIES_DIR / name / "drill.journal"  # a drill's default storage
     url = url or (f"journal:{drill_journal}" if drill_journal.is_file() else default_storage(name))
@@ -228,9 +227,8 @@ def existing_storage(name: str, url: str | None):
 def load_existing_study(name: str, url: str | None):
     """A study made by budgetnas (`search` or `drill`); UserError for any other."""
     import optuna
-
-    from search.drill import KEY
-    from search.study import FINGERPRINT
+    from budgetnas.search.drill import KEY
+    from budgetnas.search.study import FINGERPRINT
 
     study = optuna.load_study(study_name=name, storage=existing_storage(name, url))
     if FINGERPRINT not in study.user_attrs and KEY not in study.user_attrs and study.trials:
@@ -241,7 +239,7 @@ def load_existing_study(name: str, url: str | None):
 def cmd_export(args) -> None:
     from pathlib import Path
 
-    from search.export import export
+    from budgetnas.search.export import export
 
     writable(args.output)
     study = load_existing_study(args.study, args.storage)
@@ -250,7 +248,7 @@ def cmd_export(args) -> None:
 
 
 def cmd_confirm(args) -> None:
-    from search import confirm as C
+    from budgetnas.search import confirm as C
 
     if args.top < 1 or args.seeds < 1:
         raise UserError(f"--top and --seeds must be >= 1, but got {args.top} and {args.seeds}.")
@@ -265,9 +263,9 @@ def cmd_confirm(args) -> None:
 def cmd_report(args) -> None:
     from pathlib import Path
 
-    from search.drill import KEY
-    from search.notebook import write_drill_report
-    from search.report import write_report
+    from budgetnas.search.drill import KEY
+    from budgetnas.search.notebook import write_drill_report
+    from budgetnas.search.report import write_report
 
     study = load_existing_study(args.study, args.storage)
     if KEY in study.user_attrs:  # a drill's notebook, from its storage and verify.json
@@ -290,7 +288,7 @@ def cmd_report(args) -> None:
 
 
 def cmd_pruners(args) -> None:
-    from search import pruners
+    from budgetnas.search import pruners
 
     study = load_existing_study(args.study, args.storage)
     rows = [pruners.replay(study, p) for p in ("none", "median", "halving", "hyperband")]
@@ -299,10 +297,9 @@ def cmd_pruners(args) -> None:
 
 
 def cmd_dashboard(args) -> None:
+    from budgetnas.search import dashboard
+    from budgetnas.search.runner import artifact_dir
     from optuna.artifacts import FileSystemArtifactStore
-
-    from search import dashboard
-    from search.runner import artifact_dir
 
     storage = existing_storage(args.study, args.storage)
     if not dashboard.is_loopback(args.host):
@@ -328,10 +325,10 @@ def cmd_dashboard(args) -> None:
 def cmd_bench(args) -> None:
     from pathlib import Path
 
-    import baselines
-    from search.bench import run_bench, run_workers_bench, search_engine, table, workers_table
-    from search.results import provenance, write_json
-    from search.train import resolve_device
+    from budgetnas import baselines
+    from budgetnas.search.bench import run_bench, run_workers_bench, search_engine, table, workers_table
+    from budgetnas.search.results import provenance, write_json
+    from budgetnas.search.train import resolve_device
 
     arch, cores = baselines.get(args.arch).arch, args.threads or os.cpu_count() or 1
     if args.workers:

@@ -15,16 +15,15 @@ from collections.abc import Callable
 from functools import partial
 
 import optuna
+from budgetnas.search.data import Data, load
+from budgetnas.search.loop import Diverged
+from budgetnas.search.select import completed, rank_key, top_trials, val_acc
+from budgetnas.search.study import fingerprint_of
+from budgetnas.search.train import Engine, train
+from budgetnas.search.verify import LAST
+from budgetnas.space import Arch, build
+from budgetnas.space.errors import BadInput
 from optuna.trial import FrozenTrial
-
-from search.data import Data, load
-from search.loop import Diverged
-from search.select import completed, rank_key, top_trials, val_acc
-from search.study import fingerprint_of
-from search.train import Engine, train
-from search.verify import LAST
-from space import Arch, build
-from space.errors import BadInput
 
 KEY = "confirm"  # study user attribute: {trial number: {"seeds": [...], "val_last3": [...]}}
 

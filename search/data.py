@@ -23,11 +23,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-
-from search import read
-from search.loop import channel_stats
-from space import Arch
-from space.errors import BadInput
+from budgetnas.search import read
+from budgetnas.search.loop import channel_stats
+from budgetnas.space import Arch
+from budgetnas.space.errors import BadInput
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",

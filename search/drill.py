@@ -33,19 +33,18 @@ from pathlib import Path
 
 import optuna
 import torch
-
-import baselines
-from search import data as D
-from search import race as R
-from search.confirm import confirm_seed
-from search.render import render
-from search.runner import STUDIES, die_with_parent, load_data, run_workers
-from search.select import completed, top_trials, val_acc
-from search.storage import make_storage, redact
-from search.study import StudyConfig, StudyError, check_name, open_study
-from search.train import Engine, threads_each, train
-from space import Arch, Conv, SpaceConfig, build, count_params, min_params, sample_arch
-from space.derive import derive_space, to_toml
+from budgetnas import baselines
+from budgetnas.search import data as D
+from budgetnas.search import race as R
+from budgetnas.search.confirm import confirm_seed
+from budgetnas.search.render import render
+from budgetnas.search.runner import STUDIES, die_with_parent, load_data, run_workers
+from budgetnas.search.select import completed, top_trials, val_acc
+from budgetnas.search.storage import make_storage, redact
+from budgetnas.search.study import StudyConfig, StudyError, check_name, open_study
+from budgetnas.search.train import Engine, threads_each, train
+from budgetnas.space import Arch, Conv, SpaceConfig, build, count_params, min_params, sample_arch
+from budgetnas.space.derive import derive_space, to_toml
 
 STAGES = ("explore", "narrow", "race", "verify")
 KEY = "drill"  # the drill study's user attribute holding its fingerprint
@@ -316,7 +315,7 @@ class Drill:
                     self.mark_done(stage)
         finally:
             self.clock.close()
-        from search.notebook import write_drill_report
+        from budgetnas.search.notebook import write_drill_report
 
         self.log(f"wrote {write_drill_report(self.study, self.cfg.folder)}")
         return self.get("verify")
@@ -472,8 +471,8 @@ class Drill:
                  f"{' '.join(f'{s:.2f}' for s in chosen.scores)}")
 
     def verify(self) -> None:
-        from search.results import provenance, write_json
-        from search.verify import _one_seed, fit_to, load_candidate, summarise_run, verdict, verdict_line
+        from budgetnas.search.results import provenance, write_json
+        from budgetnas.search.verify import _one_seed, fit_to, load_candidate, summarise_run, verdict, verdict_line
 
         c, choice = self.cfg, self.get("choice")
         arch = Arch.from_dict(choice["arch"])
@@ -569,7 +568,7 @@ def drill_summary(study: optuna.Study) -> str:
             v = a.get("verify")
             extra = f"{len(a.get('verify_runs', {}))} of {cfg.get('seeds')} seeds trained"
             if v:
-                from search.verify import verdict_line
+                from budgetnas.search.verify import verdict_line
 
                 extra += "; " + verdict_line(v["verdict"], v["params"])
         lines.append(f"  {stage:8s} {state:8s} {extra}")

@@ -7,14 +7,13 @@ from datetime import date
 from pathlib import Path
 
 import optuna
-
-from search.confirm import best_confirmed, confirmed_scores
-from search.data import split_words
-from search.render import render
-from search.select import best_trial
-from search.study import fingerprint_of
-from space import Arch
-from space.errors import BadInput
+from budgetnas.search.confirm import best_confirmed, confirmed_scores
+from budgetnas.search.data import split_words
+from budgetnas.search.render import render
+from budgetnas.search.select import best_trial
+from budgetnas.search.study import fingerprint_of
+from budgetnas.space import Arch
+from budgetnas.space.errors import BadInput
 
 
 def choose_trial(study: optuna.Study, number: int | None = None, params_max: int | None = None,

@@ -8,7 +8,7 @@ import dataclasses
 import types
 import typing
 
-from space.arch import field_comments
+from budgetnas.space.arch import field_comments
 
 
 def _base(hint):

@@ -16,15 +16,14 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import optuna
-
-from search import race as R
-from search.annotate import describe
-from search.drill import stage_study
-from search.report import plot_front, save
-from search.select import best_trial, completed, val_acc
-from search.status import prune_counts, seconds_spent
-from space import Arch, SpaceConfig
-from space.derive import to_toml
+from budgetnas.search import race as R
+from budgetnas.search.annotate import describe
+from budgetnas.search.drill import stage_study
+from budgetnas.search.report import plot_front, save
+from budgetnas.search.select import best_trial, completed, val_acc
+from budgetnas.search.status import prune_counts, seconds_spent
+from budgetnas.space import Arch, SpaceConfig
+from budgetnas.space.derive import to_toml
 
 
 def trained(study: optuna.Study | None) -> list:

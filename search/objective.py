@@ -16,13 +16,12 @@ from functools import partial
 from pathlib import Path
 
 import optuna
-
-from search.annotate import annotate_trial
-from search.data import Data
-from search.loop import Diverged
-from search.train import Engine, train
-from search.verify import LAST  # the objective: mean validation accuracy of the last LAST epochs
-from space import SpaceConfig, build, count_params, sample_arch
+from budgetnas.search.annotate import annotate_trial
+from budgetnas.search.data import Data
+from budgetnas.search.loop import Diverged
+from budgetnas.search.train import Engine, train
+from budgetnas.search.verify import LAST  # the objective: mean validation accuracy of the last LAST epochs
+from budgetnas.space import SpaceConfig, build, count_params, sample_arch
 
 
 def worker_id() -> str:

@@ -9,11 +9,10 @@ pruned trials. It measures what each pruner does to the same trials.)"""
 from __future__ import annotations
 
 import optuna
+from budgetnas.search.select import completed, val_acc
+from budgetnas.search.study import StudyConfig, make_pruner
+from budgetnas.space.errors import BadInput
 from optuna.trial import TrialState
-
-from search.select import completed, val_acc
-from search.study import StudyConfig, make_pruner
-from space.errors import BadInput
 
 
 def replay(study: optuna.Study, pruner: str, top: int = 5) -> dict:

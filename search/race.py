@@ -23,7 +23,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from search.verify import LAST  # a seed's score is the worst of its last LAST validation epochs
+from budgetnas.search.verify import LAST  # a seed's score is the worst of its last LAST validation epochs
 
 Z = 2.0  # standard errors of a difference that separate two candidates
 CANDIDATES = 3  # how many enter the race

@@ -14,8 +14,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from space.arch import RECIPE_HELP, Arch, Conv, feature_shape, size_text
-from space.build import count_params
+from budgetnas.space.arch import RECIPE_HELP, Arch, Conv, feature_shape, size_text
+from budgetnas.space.build import count_params
 
 HERE = Path(__file__).parent
 

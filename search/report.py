@@ -13,14 +13,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import optuna
-
-from search import data as D
-from search.confirm import confirmed
-from search.data import split_words
-from search.results import baseline_markdown
-from search.select import best_trial, completed, pareto_front, val_acc
-from search.status import prune_counts, seconds_spent
-from search.study import fingerprint_of
+from budgetnas.search import data as D
+from budgetnas.search.confirm import confirmed
+from budgetnas.search.data import split_words
+from budgetnas.search.results import baseline_markdown
+from budgetnas.search.select import best_trial, completed, pareto_front, val_acc
+from budgetnas.search.status import prune_counts, seconds_spent
+from budgetnas.search.study import fingerprint_of
 
 
 def save(fig, ax, path: Path, xlabel: str, ylabel: str, title: str, legend: str = "lower right") -> None:
@@ -196,7 +195,7 @@ def verify_section(verify: dict, exp4_runs: list[dict], figure: str) -> list[str
 
 def write_report(study: optuna.Study, out: Path, verify_jsons: Sequence[Path] = ()) -> Path:
     """`verify_jsons`: one Verification section (and figure, named after the JSON) each."""
-    from search.results import baseline_runs
+    from budgetnas.search.results import baseline_runs
 
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"# {study.study_name}: lab notebook", "",

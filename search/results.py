@@ -10,10 +10,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from budgetnas import baselines
 
-import baselines
-
-RESULTS_DIR = Path(baselines.__file__).parent / "results"
+RESULTS_DIR = Path("baselines") / "results"  # under the working directory, as studies/ is: never the installed package
 
 
 def provenance(engine=None) -> dict:

@@ -6,10 +6,9 @@ import statistics
 from collections import Counter
 
 import optuna
+from budgetnas.search.select import best_trial, completed, pareto_front, val_acc
+from budgetnas.search.study import fingerprint_of
 from optuna.trial import TrialState
-
-from search.select import best_trial, completed, pareto_front, val_acc
-from search.study import fingerprint_of
 
 
 def prune_counts(study: optuna.Study) -> dict[str, int]:

@@ -12,8 +12,7 @@ import warnings
 from pathlib import Path
 
 import optuna
-
-from space.errors import BadInput
+from budgetnas.space.errors import BadInput
 
 
 class StorageError(BadInput):

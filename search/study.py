@@ -21,13 +21,13 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-import baselines
-from search.annotate import study_note
-from search.data import VAL_SPLITS
-from search.storage import check_storage_url, default_storage, make_storage, redact
-from space import Arch, SpaceConfig, min_params, params_of
-from space.errors import BadInput
-from space.sample import fits, params_in
+from budgetnas import baselines
+from budgetnas.search.annotate import study_note
+from budgetnas.search.data import VAL_SPLITS
+from budgetnas.search.storage import check_storage_url, default_storage, make_storage, redact
+from budgetnas.space import Arch, SpaceConfig, min_params, params_of
+from budgetnas.space.errors import BadInput
+from budgetnas.space.sample import fits, params_in
 
 OBJECTIVES = ("accuracy", "pareto")
 PRUNERS = ("median", "halving", "hyperband", "none")

@@ -18,12 +18,11 @@ from functools import partial
 from pathlib import Path
 
 import torch
-
-import baselines
-from search.data import Data, load
-from search.train import Engine, threads_each, train
-from space import Arch, Recipe, build, count_params
-from space.errors import BadInput
+from budgetnas import baselines
+from budgetnas.search.data import Data, load
+from budgetnas.search.train import Engine, threads_each, train
+from budgetnas.space import Arch, Recipe, build, count_params
+from budgetnas.space.errors import BadInput
 
 LAST = 3  # the course's last epochs: verify needs all of them at the bar; search scores their mean, the race their worst
 

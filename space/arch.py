@@ -13,7 +13,7 @@ import json
 import tokenize
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from space.errors import BadInput
+from budgetnas.space.errors import BadInput
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "onecycle", "cosine")

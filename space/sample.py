@@ -16,10 +16,9 @@ import warnings
 from dataclasses import asdict, dataclass, fields, replace
 
 import optuna
-
-from space.arch import HEADS, OPTIMIZERS, SCHEDULES, Arch, Conv, Pool, Recipe, size_text
-from space.build import count_params
-from space.errors import BadInput
+from budgetnas.space.arch import HEADS, OPTIMIZERS, SCHEDULES, Arch, Conv, Pool, Recipe, size_text
+from budgetnas.space.build import count_params
+from budgetnas.space.errors import BadInput
 
 IntRange = tuple[int, int]
 FloatRange = tuple[float, float]

@@ -13,9 +13,8 @@ import numpy as np
 import optuna
 import pytest
 import torch
-
-from search.study import StudyConfig
-from space import Arch, Conv, Pool, Recipe, SpaceConfig, sample_arch
+from budgetnas.search.study import StudyConfig
+from budgetnas.space import Arch, Conv, Pool, Recipe, SpaceConfig, sample_arch
 
 torch.set_num_threads(1)
 
@@ -131,7 +130,7 @@ def random_archs(n: int, seed: int = 0, space: SpaceConfig = WIDE):
 
 def budgetnas(*args, cwd):
     env = {**os.environ, "BUDGETNAS_DATA": str(cwd / "nowhere")}
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "budgetnas.search.cli", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=120, check=False)
 
 
@@ -160,6 +159,6 @@ def scripted_training(make_model, recipe, data, seed=0, on_epoch=None, **kw) -> 
 @pytest.fixture
 def scripted_search(monkeypatch):
     """`search` runs its trials on `scripted_training`: studies with stored trials, no training."""
-    from search import objective, runner
+    from budgetnas.search import objective, runner
 
     monkeypatch.setattr(runner, "make_objective", partial(objective.make_objective, train_fn=scripted_training))

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from budgetnas.search import data as D
+from budgetnas.search.cli import main
 
-from search import data as D
-from search.cli import main
 from tests.conftest import assert_one_line_error, budgetnas, idx_bytes, write_idx_folder, write_image_folder, write_npz
 
 WRITERS = {"npz": lambda root, **kw: write_npz(root / "data.npz", **kw),
@@ -67,8 +67,9 @@ def test_the_whole_path_on_the_users_own_data(fmt, shape, tmp_path, capsys):
 def test_a_small_model_learns_colour_and_non_square_images(shape, tmp_path):
     from functools import partial
 
-    from search.train import Engine, train
-    from space import build
+    from budgetnas.search.train import Engine, train
+    from budgetnas.space import build
+
     from tests.conftest import TINY
 
     data = D.load(str(write_npz(tmp_path / "d.npz", **shape)), val_size=200)
@@ -78,8 +79,8 @@ def test_a_small_model_learns_colour_and_non_square_images(shape, tmp_path):
 
 
 def test_baselines_adapt_to_the_datas_shape_or_are_left_out_with_a_line(tmp_path):
-    from search.render import render
-    from search.verify import fit_to, load_candidate
+    from budgetnas.search.render import render
+    from budgetnas.search.verify import fit_to, load_candidate
 
     rgb = D.load(str(write_npz(tmp_path / "rgb.npz")), val_size=0)
     exp4 = fit_to(load_candidate("exp4"), rgb)

@@ -14,9 +14,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from budgetnas.search.runner import run
+from budgetnas.search.train import Engine
 
-from search.runner import run
-from search.train import Engine
 from tests.conftest import cfg
 
 pytestmark = pytest.mark.browser
@@ -33,7 +33,7 @@ def free_port() -> int:
 def dashboard(data_root, tmp_path, scripted_search):
     run(cfg(data_root, name="demo-study", trials=3, epochs=2, storage="sqlite:///studies/demo-study.db"), engine=Engine("cpu"))
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "dashboard", "--study", "demo-study", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "budgetnas.search.cli", "dashboard", "--study", "demo-study", "--port", str(port)],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):

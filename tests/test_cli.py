@@ -66,7 +66,7 @@ def test_a_storage_password_never_reaches_the_terminal(cwd, data_root):
 
 
 def test_the_resolved_config_never_holds_a_storage_password():
-    from search.study import StudyConfig
+    from budgetnas.search.study import StudyConfig
 
     cfg = StudyConfig(name="x", storage="postgresql://user:SECRET@db.example/studies")
     assert "SECRET" not in str(cfg.to_dict()) and cfg.storage_url.endswith("SECRET@db.example/studies")
@@ -131,7 +131,7 @@ def test_resuming_with_a_changed_budget(cwd, data_root):
 
 
 def test_an_internal_error_is_reported_as_a_bug_not_as_bad_input(monkeypatch, capsys):
-    from search import cli
+    from budgetnas.search import cli
 
     def broken(args):
         raise ValueError("an invariant of ours broke")  # a plain ValueError is ours, not the user's
@@ -145,8 +145,8 @@ def test_an_internal_error_is_reported_as_a_bug_not_as_bad_input(monkeypatch, ca
 
 
 def test_bad_input_raised_anywhere_is_one_line_exit_2(monkeypatch, capsys):
-    from search import cli
-    from space.errors import BadInput
+    from budgetnas.search import cli
+    from budgetnas.space.errors import BadInput
 
     monkeypatch.setattr(cli, "cmd_status", lambda args: (_ for _ in ()).throw(BadInput("bad value 7.")))
     with pytest.raises(SystemExit) as e:
@@ -183,7 +183,7 @@ def test_the_flags_are_the_config_fields_and_their_help_shows_each_default(comma
     import argparse
     import dataclasses
 
-    from search import cli, drill, study
+    from budgetnas.search import cli, drill, study
 
     config = {"StudyConfig": study.StudyConfig, "DrillConfig": drill.DrillConfig}[cls]
     sub = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]

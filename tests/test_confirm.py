@@ -2,14 +2,14 @@ import statistics
 
 import optuna
 import pytest
+from budgetnas.search.cli import main
+from budgetnas.search.confirm import KEY, confirm, confirm_seed, confirmed
+from budgetnas.search.data import load
+from budgetnas.search.loop import Diverged
+from budgetnas.search.runner import run
+from budgetnas.search.select import completed, val_acc
+from budgetnas.search.train import Engine
 
-from search.cli import main
-from search.confirm import KEY, confirm, confirm_seed, confirmed
-from search.data import load
-from search.loop import Diverged
-from search.runner import run
-from search.select import completed, val_acc
-from search.train import Engine
 from tests.conftest import cfg
 
 

@@ -11,10 +11,9 @@ from wsgiref.util import setup_testing_defaults
 
 import optuna
 import pytest
+from budgetnas.search import cli, dashboard
+from budgetnas.search.storage import make_storage
 from optuna_dashboard import get_note
-
-from search import cli, dashboard
-from search.storage import make_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

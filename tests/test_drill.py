@@ -12,15 +12,23 @@ import time
 import optuna
 import pytest
 import tomllib
-
-import baselines
-from search import data as D
-from search import race as R
-from search.drill import Clock, Drill, DrillConfig, full_training_from, plan, replan, shrink_to_budget, typical_archs
-from search.storage import make_storage
-from search.study import StudyError, check_name
-from space import SpaceConfig, count_params
-from space.derive import derive_space, knob_values, to_toml
+from budgetnas import baselines
+from budgetnas.search import data as D
+from budgetnas.search import race as R
+from budgetnas.search.drill import (
+    Clock,
+    Drill,
+    DrillConfig,
+    full_training_from,
+    plan,
+    replan,
+    shrink_to_budget,
+    typical_archs,
+)
+from budgetnas.search.storage import make_storage
+from budgetnas.search.study import StudyError, check_name
+from budgetnas.space import SpaceConfig, count_params
+from budgetnas.space.derive import derive_space, knob_values, to_toml
 
 # ----------------------------------------------------------------------------- derived space
 BEST = {"stages": 2, "s0_convs": 2, "s0_c0": 8, "s0_c1": 12, "s0_padded": 1, "s1_transition": True, "s1_t": 10,
@@ -255,7 +263,7 @@ def test_resuming_with_other_settings_is_refused(data_root):
 def drill_proc(tmp_path, data_root, log):
     args = ["--name", "k", "--budget", "3000", "--hours", "0.012", "--epochs", "3", "--val-size", "300",
             "--seeds", "1", "--workers", "1", "--threads", "1", "--data-dir", str(data_root)]
-    return subprocess.Popen([sys.executable, "-m", "search.cli", "drill", *args], cwd=tmp_path, stdout=log,
+    return subprocess.Popen([sys.executable, "-m", "budgetnas.search.cli", "drill", *args], cwd=tmp_path, stdout=log,
                             stderr=subprocess.STDOUT)
 
 
@@ -336,7 +344,7 @@ def test_a_drill_killed_in_narrow_and_in_race_resumes_without_losing_or_repeatin
 @pytest.mark.parametrize("argv", [["--name", "../up", "--budget", "5000"], ["--name", "ok", "--budget", "10"],
                                   ["--name", "ok", "--budget", "5000", "--hours", "-1"]])
 def test_bad_drill_input_is_one_line_exit_2_and_writes_nothing(argv, tmp_path, capsys):
-    from search.cli import main
+    from budgetnas.search.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(["drill", *argv])

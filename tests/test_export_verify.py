@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+from budgetnas import baselines
+from budgetnas.search import data as D
+from budgetnas.search.cli import main
+from budgetnas.search.render import render
+from budgetnas.search.verify import fit_to, load_candidate, summarise, verdict, verdict_line
+from budgetnas.space import build, count_params
 
-import baselines
-from search import data as D
-from search.cli import main
-from search.render import render
-from search.verify import fit_to, load_candidate, summarise, verdict, verdict_line
-from space import build, count_params
 from tests.conftest import TINY, random_archs
 
 ARCHS = random_archs(12, seed=5) + [b.arch for b in baselines.all_baselines()]
@@ -53,7 +53,7 @@ def test_rendered_module_trains_with_torch_alone(tmp_path, data_root, ema):
     path = tmp_path / "model.py"
     path.write_text(render(arch, {"Study": "test"}))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    block = "import sys, runpy; sys.modules.update(space=None, search=None, baselines=None); "
+    block = "import sys, runpy; sys.modules.update(budgetnas=None, space=None, search=None, baselines=None); "
     run = f"sys.argv = ['model.py', '--data-dir', {str(data_root / 'MNIST/raw')!r}, '--device', 'cpu']; "
     out = subprocess.run([sys.executable, "-I", "-c", block + run + f"runpy.run_path({str(path)!r}, run_name='__main__')"],
                          cwd=tmp_path, capture_output=True, text=True, env=env, check=False)
@@ -130,7 +130,7 @@ def test_verify_cli_on_synthetic_data(tmp_path, data_root, capsys):
 def test_text_from_a_study_cannot_become_code_in_the_module(tmp_path, name):
     import ast
 
-    from search.render import render
+    from budgetnas.search.render import render
 
     source = render(baselines.get("exp4").arch, {"Study": name, name: "key too"})
     tree = ast.parse(source)  # still one valid module

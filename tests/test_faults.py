@@ -9,10 +9,9 @@ import time
 
 import optuna
 import pytest
+from budgetnas.search.runner import alive
+from budgetnas.search.storage import make_storage
 from optuna.trial import TrialState
-
-from search.runner import alive
-from search.storage import make_storage
 
 CONFIG = """
 [study]
@@ -39,7 +38,7 @@ STORAGES = {"sqlite": "sqlite:///k.db", "journal": "journal:k.journal"}
 
 
 def worker(tmp_path, data_root, trials, log):
-    return subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--config", "k.toml", "--trials",
+    return subprocess.Popen([sys.executable, "-m", "budgetnas.search.cli", "search", "--config", "k.toml", "--trials",
                              str(trials), "--data-dir", str(data_root), "--threads", "1"],
                             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
 
@@ -95,7 +94,7 @@ def test_stopping_the_parent_stops_its_workers(tmp_path, data_root, sig):
     (tmp_path / "k.toml").write_text(CONFIG.replace('"sqlite:///k.db"', '"journal:k.journal"'))
     log_path = tmp_path / "workers.log"
     with log_path.open("w") as log:
-        parent = subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--config", "k.toml", "--trials", "4",
+        parent = subprocess.Popen([sys.executable, "-m", "budgetnas.search.cli", "search", "--config", "k.toml", "--trials", "4",
                                    "--workers", "2", "--data-dir", str(data_root)],
                                   cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
         wait_for_training(tmp_path, "journal", parent, log_path)
@@ -123,9 +122,8 @@ def dead_pid() -> int:
 def test_a_dead_workers_trials_are_failed_at_once_and_retried_once(tmp_path, url):
     import socket
 
+    from budgetnas.search.runner import fail_orphans
     from optuna.distributions import FloatDistribution
-
-    from search.runner import fail_orphans
 
     os.chdir(tmp_path)
     study = optuna.create_study(study_name="o", storage=make_storage(url, 30))
@@ -143,8 +141,8 @@ def test_a_dead_workers_trials_are_failed_at_once_and_retried_once(tmp_path, url
 
 
 def test_a_worker_that_died_is_one_line_not_a_traceback(tmp_path, data_root, monkeypatch):
-    from search import runner
-    from search.study import StudyConfig, StudyError
+    from budgetnas.search import runner
+    from budgetnas.search.study import StudyConfig, StudyError
 
     class Dead:  # a worker the kernel killed (out of memory): exit code -9, no trial run
         def __init__(self, *args, **kwargs):

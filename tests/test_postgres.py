@@ -15,9 +15,8 @@ import tempfile
 
 import optuna
 import pytest
+from budgetnas.search.storage import make_storage
 from optuna.trial import TrialState
-
-from search.storage import make_storage
 
 CONFIG = """
 [study]
@@ -78,7 +77,7 @@ def postgres_url():
 
 def test_two_workers_share_a_postgres_study(tmp_path, data_root, postgres_url):
     (tmp_path / "pg.toml").write_text(CONFIG.format(url=postgres_url))
-    out = subprocess.run([sys.executable, "-m", "search.cli", "search", "--config", "pg.toml", "--workers", "2",
+    out = subprocess.run([sys.executable, "-m", "budgetnas.search.cli", "search", "--config", "pg.toml", "--workers", "2",
                           "--trials", "8", "--data-dir", str(data_root)], cwd=tmp_path, capture_output=True,
                          text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]

@@ -1,12 +1,12 @@
 import pytest
+from budgetnas import baselines
+from budgetnas.search.annotate import describe
+from budgetnas.search.cli import main
+from budgetnas.search.runner import run
+from budgetnas.search.select import best_trial
+from budgetnas.search.train import Engine
+from budgetnas.space import Arch, Conv, Pool, Recipe
 
-import baselines
-from search.annotate import describe
-from search.cli import main
-from search.runner import run
-from search.select import best_trial
-from search.train import Engine
-from space import Arch, Conv, Pool, Recipe
 from tests.conftest import cfg
 
 

@@ -2,16 +2,14 @@ from dataclasses import replace
 
 import optuna
 import pytest
-from optuna.trial import TrialState
-
-import baselines
-from search.loop import Diverged
-from search.objective import make_objective
-from search.runner import run
-from search.select import best_trial, pareto_front
-from search.status import summary
-from search.storage import make_storage
-from search.study import (
+from budgetnas import baselines
+from budgetnas.search.loop import Diverged
+from budgetnas.search.objective import make_objective
+from budgetnas.search.runner import run
+from budgetnas.search.select import best_trial, pareto_front
+from budgetnas.search.status import summary
+from budgetnas.search.storage import make_storage
+from budgetnas.search.study import (
     FINGERPRINT,
     StudyConfig,
     StudyError,
@@ -20,8 +18,10 @@ from search.study import (
     make_pruner,
     open_study,
 )
-from search.train import Engine
-from space import SpaceConfig, count_params, min_params, params_of
+from budgetnas.search.train import Engine
+from budgetnas.space import SpaceConfig, count_params, min_params, params_of
+from optuna.trial import TrialState
+
 from tests.conftest import SMALL, cfg, random_archs
 
 # A small space so that tiny trials train in about a second on synthetic data.
@@ -206,7 +206,7 @@ def test_min_params_is_a_real_lower_bound(space):
 
 
 def test_bad_storage_url():
-    from search.storage import StorageError
+    from budgetnas.search.storage import StorageError
 
     with pytest.raises(StorageError, match="storage must be"):
         make_storage("redis://x")
@@ -263,8 +263,8 @@ def test_the_head_has_as_many_logits_as_the_data_has_classes(data_root):
 
 
 def test_one_ranking_breaks_ties_by_fewer_params_then_the_earlier_trial():
-    from search.confirm import KEY, confirmed
-    from search.select import top_trials
+    from budgetnas.search.confirm import KEY, confirmed
+    from budgetnas.search.select import top_trials
 
     study = optuna.create_study(direction="maximize")
     for value, params in [(99.0, 5000), (99.1, 6000), (99.1, 5500), (99.1, 5500)]:

@@ -4,11 +4,10 @@ import os
 from functools import partial
 
 import pytest
-
-import baselines
-from search.data import load
-from search.train import Engine, train
-from space import build
+from budgetnas import baselines
+from budgetnas.search.data import load
+from budgetnas.search.train import Engine, train
+from budgetnas.space import build
 
 pytestmark = pytest.mark.slow
 

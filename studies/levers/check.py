@@ -21,12 +21,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields, replace
 
 import torch
-
-from search.data import VAL_SPLITS, load
-from search.objective import LAST
-from search.train import threads_each, train
-from search.verify import load_candidate
-from space import Recipe
+from budgetnas.search.data import VAL_SPLITS, load
+from budgetnas.search.objective import LAST
+from budgetnas.search.train import threads_each, train
+from budgetnas.search.verify import load_candidate
+from budgetnas.space import Recipe
 
 
 def parse_variant(text: str) -> tuple[str, dict]:

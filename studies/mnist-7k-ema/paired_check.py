@@ -17,11 +17,10 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from budgetnas.search.data import load
+from budgetnas.search.train import augment, evaluate, make_optimizer, make_schedule, to_unit
+from budgetnas.search.verify import load_candidate
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-from search.data import load
-from search.train import augment, evaluate, make_optimizer, make_schedule, to_unit
-from search.verify import load_candidate
 
 DECAYS = (0.998, 0.999, 0.9995)
 

@@ -8,8 +8,7 @@ import warnings
 from pathlib import Path
 
 import optuna
-
-from space import Arch, SpaceConfig, count_params, params_of, sample_arch
+from budgetnas.space import Arch, SpaceConfig, count_params, params_of, sample_arch
 
 HERE = Path(__file__).parent
 ANY = SpaceConfig(separable=(True, False), channels=(4, 64))  # wide enough for every scaled width

@@ -10,8 +10,7 @@ positive over many images. Reads the IDX files only (no model, no test split).
 import sys
 
 import numpy as np
-
-from search.data import read_split, resolve_root
+from budgetnas.search.data import read_split, resolve_root
 
 LAGS = (1, 2, 5, 10, 100, 1000, 10000)
 
