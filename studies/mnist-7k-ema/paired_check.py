@@ -14,11 +14,12 @@ import copy
 import json
 import math
 import sys
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
 from budgetnas.search.data import load
-from budgetnas.search.train import augment, evaluate, make_optimizer, make_schedule, to_unit
+from budgetnas.search.loop import augment, evaluate, make_optimizer, make_schedule, to_unit
 from budgetnas.search.verify import load_candidate
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -41,14 +42,14 @@ def precise_bn(model, images, mean, std, n=10000):
 
 def main(target: str, seed: int, out: str) -> None:
     torch.set_num_threads(1)
-    cand, data, cpu = load_candidate(target), load("mnist", val_size=5000), torch.device("cpu")
+    cand, data = load_candidate(target), load("mnist", val_size=5000)
     r = cand.recipe
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = cand.make_model()
     averages = {d: AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(d), use_buffers=True) for d in DECAYS}
-    opt, steps = make_optimizer(model, r), math.ceil(len(data.train) / r.batch_size)
-    sched = make_schedule(opt, r, steps)
+    opt, steps = make_optimizer(model, asdict(r)), math.ceil(len(data.train) / r.batch_size)
+    sched = make_schedule(opt, asdict(r), steps)
     x_all, y_all = data.train.images, data.train.labels
     history = []
     for epoch in range(1, r.epochs + 1):
@@ -66,7 +67,7 @@ def main(target: str, seed: int, out: str) -> None:
                 a.update_parameters(model)
         scored = {"raw": model, "pbn": precise_bn(model, x_all, data.mean, data.std)}
         scored |= {f"ema{d}": a.module for d, a in averages.items()}
-        history.append({"epoch": epoch, **{k: evaluate(m, data.val, data.mean, data.std, cpu) for k, m in scored.items()}})
+        history.append({"epoch": epoch, **{k: evaluate(m, data.val.images, data.val.labels, data.mean, data.std) for k, m in scored.items()}})
         print(json.dumps(history[-1]), flush=True)
     last3 = history[-3:]
     summary = {k: {"mean": round(sum(h[k] for h in last3) / 3, 3), "min": min(h[k] for h in last3)}

@@ -10,7 +10,8 @@ positive over many images. Reads the IDX files only (no model, no test split).
 import sys
 
 import numpy as np
-from budgetnas.search.data import read_split, resolve_root
+from budgetnas.search.data import resolve_root
+from budgetnas.search.read import read
 
 LAGS = (1, 2, 5, 10, 100, 1000, 10000)
 
@@ -34,10 +35,10 @@ def styles(images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def main(root=None) -> None:
-    train = read_split(resolve_root(root) / "MNIST" / "raw", "train")
-    labels = train.labels.numpy()
+    (images, labels), _, _ = read(resolve_root(root) / "MNIST" / "raw", test=False)
+    labels = labels.numpy()
     print(f"{'lag':>6} " + " ".join(f"{k:>7}" for k in LAGS))
-    for name, v in styles(train.images.numpy()).items():
+    for name, v in styles(images[:, 0].numpy()).items():
         z = within_class(v, labels)
         print(f"{name:>6} " + " ".join(f"{np.corrcoef(z[:-k], z[k:])[0, 1]:>7.3f}" for k in LAGS))
 
