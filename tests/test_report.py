@@ -1,3 +1,6 @@
+import shutil
+from pathlib import Path
+
 import pytest
 from budgetnas import baselines
 from budgetnas.search.annotate import describe
@@ -92,3 +95,14 @@ def test_trial_description_names_the_recipe():
     assert "10 10 16 | 10t 10 16 16p" in describe(exp4) and "weight average" not in describe(exp4)
     assert describe(exp4.with_recipe(ema=0.998)).endswith("15 epochs, weight average 0.998")
     assert describe(Arch(blocks=(Conv(8), Pool(), Conv(8, groups=8), Conv(12, k=1)))).startswith("convs `8 | 8d 12t`")
+
+
+COMMITTED = sorted(p.parent for p in (Path(__file__).resolve().parent.parent / "studies").glob("*/drill.journal"))
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=lambda p: p.name)
+def test_a_committed_drill_notebook_is_rebuilt_from_the_repository_alone(folder, tmp_path):
+    """Every number in a committed REPORT.md is read from the committed journal: rebuilt, it is the same text."""
+    shutil.copytree(folder, tmp_path / "studies" / folder.name, ignore=shutil.ignore_patterns("REPORT.md", "*.png"))
+    main(["report", "--study", folder.name])
+    assert (tmp_path / "studies" / folder.name / "REPORT.md").read_text() == (folder / "REPORT.md").read_text()
