@@ -114,6 +114,7 @@ def cmd_baseline(args) -> None:
     from budgetnas.search.verify import fit_to, load_candidate, run_seed, summarise
 
     engine = engine_of(args)
+    seeds = seed_list(args)
     names = baselines.NAMES if args.name == "all" else (baselines.get(args.name).name,)
     data = None if args.markdown_only else D.load(args.dataset, args.data_dir, val_size=0)
     label = D.label(args.dataset)
@@ -125,7 +126,7 @@ def cmd_baseline(args) -> None:
                 raise
             print(e)
             continue
-        for seed in args.seeds:
+        for seed in seeds:
             print(f"{name} seed {seed}: {cand.params:,} params, {args.dataset}, recipe {cand.recipe}")
             history = run_seed(cand, data, seed, args.epochs, engine)
             summary = summarise(history, cand.params)
@@ -138,6 +139,20 @@ def cmd_baseline(args) -> None:
     out = RESULTS_DIR.parent / ("RESULTS.md" if label == "mnist" else f"RESULTS-{label}.md")
     out.write_text(md + "\n")
     print(f"wrote {out}")
+
+
+def seed_list(args) -> list[int]:
+    """`--seeds N` means seeds 0..N-1 in every command; the old list form (`--seeds 0 1 2`, `--seed S`)
+    still works for one release, with a warning."""
+    if getattr(args, "seed_list", None) is not None:
+        return args.seed_list
+    if len(args.seeds) > 1:
+        print("budgetnas: warning: --seeds A B ... is now --seeds N (seeds 0..N-1); the list form goes in the next "
+              "release", file=sys.stderr)
+        return args.seeds
+    if args.seeds[0] < 1:
+        raise UserError(f"--seeds is a number of seeds >= 1, but got {args.seeds[0]}.")
+    return list(range(args.seeds[0]))
 
 
 def cmd_verify(args) -> None:
@@ -355,8 +370,9 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("baseline", help="train a handwritten baseline (1-4 or all), test every epoch")
     b.add_argument("name", help="1..4, exp1..exp4 or all")
-    b.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
-    b.add_argument("--seed", type=int, dest="seeds", nargs=1, help="one training seed")
+    b.add_argument("--seeds", type=int, nargs="+", default=[1], help="number of seeds, 0..N-1, as in verify (default: 1)")
+    b.add_argument("--seed", type=int, dest="seed_list", nargs=1, action=Renamed, new="--seeds N (seeds 0..N-1)",
+                   help=argparse.SUPPRESS)
     b.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     b.add_argument("--markdown-only", action="store_true", help="only regenerate RESULTS.md from stored runs")
     add_data_args(b)

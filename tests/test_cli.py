@@ -194,3 +194,18 @@ def test_the_flags_are_the_config_fields_and_their_help_shows_each_default(comma
         f = next((f for f in dataclasses.fields(config) if f.name == a.dest), None)
         if f is not None and not a.required:  # the help names the default: the field's own, or its comment's
             assert f"(default: {'none' if f.default is None else f.default})" in a.help or "default" in a.help, a.dest
+
+
+def test_seeds_is_a_count_everywhere_and_the_old_lists_still_work_with_a_warning(capsys):
+    from budgetnas.search import cli
+
+    def seeds(*argv):
+        return cli.seed_list(cli.parser().parse_args(["baseline", "4", *argv]))
+
+    assert seeds() == [0] and seeds("--seeds", "3") == [0, 1, 2]  # as verify's --seeds 3
+    assert capsys.readouterr().err == ""
+    assert seeds("--seeds", "0", "4") == [0, 4] and seeds("--seed", "7") == [7]  # the old spellings
+    err = capsys.readouterr().err
+    assert "--seeds A B ... is now --seeds N" in err and "--seed is now --seeds N" in err
+    verify = cli.parser().parse_args(["verify", "x.py", "--seeds", "3"])
+    assert verify.seeds == 3
