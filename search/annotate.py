@@ -7,11 +7,12 @@ import tempfile
 from pathlib import Path
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna_dashboard import save_note
+
 from budgetnas.search.data import split_words
 from budgetnas.search.render import render
 from budgetnas.space import Arch, Conv
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-from optuna_dashboard import save_note
 
 
 def describe(arch: Arch) -> str:

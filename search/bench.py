@@ -24,11 +24,12 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
 from budgetnas.search.data import Split, load
 from budgetnas.search.loop import EVAL_BATCH, augment, evaluate, make_optimizer, to_unit
 from budgetnas.search.train import Engine, bf16_pays, compile_pays, threads_each, train
 from budgetnas.space import Arch, build
-from torch.utils.data import DataLoader, Dataset
 
 
 class PerSampleDataset(Dataset):

@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 import torch
+
 from budgetnas.search.drill import DrillConfig
 from budgetnas.search.flags import add_fields, given
 from budgetnas.search.study import StudyConfig
@@ -242,6 +243,7 @@ def existing_storage(name: str, url: str | None):
 def load_existing_study(name: str, url: str | None):
     """A study made by budgetnas (`search` or `drill`); UserError for any other."""
     import optuna
+
     from budgetnas.search.drill import KEY
     from budgetnas.search.study import FINGERPRINT
 
@@ -312,9 +314,10 @@ def cmd_pruners(args) -> None:
 
 
 def cmd_dashboard(args) -> None:
+    from optuna.artifacts import FileSystemArtifactStore
+
     from budgetnas.search import dashboard
     from budgetnas.search.runner import artifact_dir
-    from optuna.artifacts import FileSystemArtifactStore
 
     storage = existing_storage(args.study, args.storage)
     if not dashboard.is_loopback(args.host):

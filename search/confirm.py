@@ -15,6 +15,8 @@ from collections.abc import Callable
 from functools import partial
 
 import optuna
+from optuna.trial import FrozenTrial
+
 from budgetnas.search.data import Data, load
 from budgetnas.search.loop import Diverged
 from budgetnas.search.select import completed, rank_key, top_trials, val_acc
@@ -23,7 +25,6 @@ from budgetnas.search.train import Engine, train
 from budgetnas.search.verify import LAST
 from budgetnas.space import Arch, build
 from budgetnas.space.errors import BadInput
-from optuna.trial import FrozenTrial
 
 KEY = "confirm"  # study user attribute: {trial number: {"seeds": [...], "val_last3": [...]}}
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+
 from budgetnas.search import read
 from budgetnas.search.loop import channel_stats
 from budgetnas.space import Arch

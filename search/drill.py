@@ -33,6 +33,7 @@ from pathlib import Path
 
 import optuna
 import torch
+
 from budgetnas import baselines
 from budgetnas.search import data as D
 from budgetnas.search import race as R

@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import optuna
+
 from budgetnas.search.confirm import best_confirmed, confirmed_scores
 from budgetnas.search.data import split_words
 from budgetnas.search.render import render

@@ -16,6 +16,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import optuna
+
 from budgetnas.search import race as R
 from budgetnas.search.annotate import describe
 from budgetnas.search.drill import stage_study

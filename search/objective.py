@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 
 import optuna
+
 from budgetnas.search.annotate import annotate_trial
 from budgetnas.search.data import Data
 from budgetnas.search.loop import Diverged

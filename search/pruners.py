@@ -9,10 +9,11 @@ pruned trials. It measures what each pruner does to the same trials.)"""
 from __future__ import annotations
 
 import optuna
+from optuna.trial import TrialState
+
 from budgetnas.search.select import completed, val_acc
 from budgetnas.search.study import StudyConfig, make_pruner
 from budgetnas.space.errors import BadInput
-from optuna.trial import TrialState
 
 
 def replay(study: optuna.Study, pruner: str, top: int = 5) -> dict:

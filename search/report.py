@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import optuna
+
 from budgetnas.search import data as D
 from budgetnas.search.confirm import confirmed
 from budgetnas.search.data import split_words

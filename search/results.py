@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
 from budgetnas import baselines
 
 RESULTS_DIR = Path("baselines") / "results"  # under the working directory, as studies/ is: never the installed package

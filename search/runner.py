@@ -14,13 +14,14 @@ from pathlib import Path
 
 import optuna
 import torch
+from optuna.trial import TrialState
+
 from budgetnas.search import data as D
 from budgetnas.search.objective import make_objective
 from budgetnas.search.storage import make_storage, redact
 from budgetnas.search.study import StudyConfig, StudyError, open_study
 from budgetnas.search.train import Engine, threads_each
 from budgetnas.space.errors import BadInput
-from optuna.trial import TrialState
 
 STUDIES = Path("studies")
 

@@ -7,8 +7,9 @@ earlier trial, so that a pick never depends on the order a storage returns trial
 from __future__ import annotations
 
 import optuna
-from budgetnas.space.errors import BadInput
 from optuna.trial import FrozenTrial, TrialState
+
+from budgetnas.space.errors import BadInput
 
 
 def val_acc(t: FrozenTrial) -> float:

@@ -6,9 +6,10 @@ import statistics
 from collections import Counter
 
 import optuna
+from optuna.trial import TrialState
+
 from budgetnas.search.select import best_trial, completed, pareto_front, val_acc
 from budgetnas.search.study import fingerprint_of
-from optuna.trial import TrialState
 
 
 def prune_counts(study: optuna.Study) -> dict[str, int]:

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+
 from budgetnas.space.errors import BadInput
 
 

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import torch
+from tqdm import tqdm
+
 from budgetnas.search.data import Data
 from budgetnas.search.loop import fit
 from budgetnas.space import Recipe
 from budgetnas.space.errors import BadInput
-from tqdm import tqdm
 
 COMPILE_MIN_STEPS = 1500  # torch.compile's start-up (tens of seconds on 2 cores) must be repaid
 

@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+
 from budgetnas import baselines
 from budgetnas.search.data import Data, load
 from budgetnas.search.train import Engine, threads_each, train

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from budgetnas.space.arch import Arch, Conv, feature_shape
 from torch import nn
+
+from budgetnas.space.arch import Arch, Conv, feature_shape
 
 
 def count_params(arch: Arch) -> int:

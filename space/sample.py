@@ -16,6 +16,7 @@ import warnings
 from dataclasses import asdict, dataclass, fields, replace
 
 import optuna
+
 from budgetnas.space.arch import HEADS, OPTIMIZERS, SCHEDULES, Arch, Conv, Pool, Recipe, size_text
 from budgetnas.space.build import count_params
 from budgetnas.space.errors import BadInput

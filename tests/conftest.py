@@ -13,6 +13,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
+
 from budgetnas.search.study import StudyConfig
 from budgetnas.space import Arch, Conv, Pool, Recipe, SpaceConfig, sample_arch
 

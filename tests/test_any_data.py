@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from budgetnas.search import data as D
 from budgetnas.search.cli import main
-
 from tests.conftest import assert_one_line_error, budgetnas, idx_bytes, write_idx_folder, write_image_folder, write_npz
 
 WRITERS = {"npz": lambda root, **kw: write_npz(root / "data.npz", **kw),
@@ -69,7 +69,6 @@ def test_a_small_model_learns_colour_and_non_square_images(shape, tmp_path):
 
     from budgetnas.search.train import Engine, train
     from budgetnas.space import build
-
     from tests.conftest import TINY
 
     data = D.load(str(write_npz(tmp_path / "d.npz", **shape)), val_size=200)

@@ -14,9 +14,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from budgetnas.search.runner import run
 from budgetnas.search.train import Engine
-
 from tests.conftest import cfg
 
 pytestmark = pytest.mark.browser

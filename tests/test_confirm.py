@@ -2,6 +2,7 @@ import statistics
 
 import optuna
 import pytest
+
 from budgetnas.search.cli import main
 from budgetnas.search.confirm import KEY, confirm, confirm_seed, confirmed
 from budgetnas.search.data import load
@@ -9,7 +10,6 @@ from budgetnas.search.loop import Diverged
 from budgetnas.search.runner import run
 from budgetnas.search.select import completed, val_acc
 from budgetnas.search.train import Engine
-
 from tests.conftest import cfg
 
 

@@ -5,12 +5,12 @@ from functools import partial
 
 import pytest
 import torch
+
 from budgetnas import baselines
 from budgetnas.search.bench import measure
 from budgetnas.search.data import load
 from budgetnas.search.train import Engine, train
 from budgetnas.space import build
-
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

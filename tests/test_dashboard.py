@@ -11,9 +11,10 @@ from wsgiref.util import setup_testing_defaults
 
 import optuna
 import pytest
+from optuna_dashboard import get_note
+
 from budgetnas.search import cli, dashboard
 from budgetnas.search.storage import make_storage
-from optuna_dashboard import get_note
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

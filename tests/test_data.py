@@ -3,9 +3,9 @@ import gzip
 import numpy as np
 import pytest
 import torch
+
 from budgetnas.search import read
 from budgetnas.search.data import DataError, load, resolve_root
-
 from tests.conftest import idx_bytes, write_idx_dataset
 
 

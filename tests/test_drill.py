@@ -12,6 +12,7 @@ import time
 import optuna
 import pytest
 import tomllib
+
 from budgetnas import baselines
 from budgetnas.search import data as D
 from budgetnas.search import race as R

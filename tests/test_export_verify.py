@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+
 from budgetnas import baselines
 from budgetnas.search import data as D
 from budgetnas.search.cli import main
 from budgetnas.search.render import render
 from budgetnas.search.verify import fit_to, load_candidate, summarise, verdict, verdict_line
 from budgetnas.space import build, count_params
-
 from tests.conftest import TINY, random_archs
 
 ARCHS = random_archs(12, seed=5) + [b.arch for b in baselines.all_baselines()]

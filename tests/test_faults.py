@@ -9,9 +9,10 @@ import time
 
 import optuna
 import pytest
+from optuna.trial import TrialState
+
 from budgetnas.search.runner import alive
 from budgetnas.search.storage import make_storage
-from optuna.trial import TrialState
 
 CONFIG = """
 [study]
@@ -122,8 +123,9 @@ def dead_pid() -> int:
 def test_a_dead_workers_trials_are_failed_at_once_and_retried_once(tmp_path, url):
     import socket
 
-    from budgetnas.search.runner import fail_orphans
     from optuna.distributions import FloatDistribution
+
+    from budgetnas.search.runner import fail_orphans
 
     os.chdir(tmp_path)
     study = optuna.create_study(study_name="o", storage=make_storage(url, 30))

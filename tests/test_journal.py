@@ -5,8 +5,9 @@ import time
 
 import optuna
 import pytest
-from budgetnas.search import storage as S
 from optuna.distributions import FloatDistribution
+
+from budgetnas.search import storage as S
 
 
 def add(study, x):

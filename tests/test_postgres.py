@@ -15,8 +15,9 @@ import tempfile
 
 import optuna
 import pytest
-from budgetnas.search.storage import make_storage
 from optuna.trial import TrialState
+
+from budgetnas.search.storage import make_storage
 
 CONFIG = """
 [study]

@@ -2,6 +2,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from budgetnas import baselines
 from budgetnas.search.annotate import describe
 from budgetnas.search.cli import main
@@ -9,7 +10,6 @@ from budgetnas.search.runner import run
 from budgetnas.search.select import best_trial
 from budgetnas.search.train import Engine
 from budgetnas.space import Arch, Conv, Pool, Recipe
-
 from tests.conftest import cfg
 
 

@@ -2,6 +2,8 @@ from dataclasses import replace
 
 import optuna
 import pytest
+from optuna.trial import TrialState
+
 from budgetnas import baselines
 from budgetnas.search.loop import Diverged
 from budgetnas.search.objective import make_objective
@@ -20,8 +22,6 @@ from budgetnas.search.study import (
 )
 from budgetnas.search.train import Engine
 from budgetnas.space import SpaceConfig, count_params, min_params, params_of
-from optuna.trial import TrialState
-
 from tests.conftest import SMALL, cfg, random_archs
 
 # A small space so that tiny trials train in about a second on synthetic data.

@@ -4,6 +4,7 @@ import os
 from functools import partial
 
 import pytest
+
 from budgetnas import baselines
 from budgetnas.search.data import load
 from budgetnas.search.train import Engine, train

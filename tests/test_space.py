@@ -1,10 +1,10 @@
 import optuna
 import pytest
 import torch
+
 from budgetnas import baselines
 from budgetnas.space import Arch, Conv, Pool, SpaceConfig, build, count_params, params_of, sample_arch
 from budgetnas.space.sample import fits, params_in
-
 from tests.conftest import WIDE, random_archs
 
 # Every knob open, separable stages and the weight average included.

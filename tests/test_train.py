@@ -2,11 +2,11 @@ from functools import partial
 
 import pytest
 import torch
+
 from budgetnas.search.data import load
 from budgetnas.search.loop import Diverged, augment, ema_decay, ema_split, ema_update
 from budgetnas.search.train import Engine, bf16_pays, compile_pays, train
 from budgetnas.space import build
-
 from tests.conftest import TINY
 
 

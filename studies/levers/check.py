@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields, replace
 
 import torch
+
 from budgetnas.search.data import VAL_SPLITS, load
 from budgetnas.search.objective import LAST
 from budgetnas.search.train import threads_each, train

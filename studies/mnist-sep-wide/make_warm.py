@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+
 from budgetnas.space import Arch, SpaceConfig, count_params, params_of, sample_arch
 
 HERE = Path(__file__).parent

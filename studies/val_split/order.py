@@ -10,6 +10,7 @@ positive over many images. Reads the IDX files only (no model, no test split).
 import sys
 
 import numpy as np
+
 from budgetnas.search.data import resolve_root
 from budgetnas.search.read import read
 
