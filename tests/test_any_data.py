@@ -180,15 +180,15 @@ def gz_idx_corrupt(root):
 
 
 BAD = [mixed_sizes, unreadable_image, labels_out_of_range, too_large_for_memory, truncated_idx, not_a_dataset,
-       float_images, gz_idx_corrupt]  # found in the training split: search refuses them too
+       float_images, gz_idx_corrupt]  # found in the training split
 BAD_TEST_SPLIT = [class_missing_from_train, labels_unseen_in_train, empty_split]  # only verify reads the test split
 
 
 @pytest.mark.parametrize("make", BAD + BAD_TEST_SPLIT, ids=lambda f: f.__name__)
 def test_bad_data_is_one_line_naming_the_file_exit_2_and_nothing_written(make, tmp_path):
     path, match = make(tmp_path)
-    commands = [["verify", "exp4", "--seeds", "1", "--json", "out/v.json"]]
-    if make in BAD:
+    commands = [["verify", "exp4", "--seeds", "1", "--json", "out/v.json"]]  # verify reads both splits
+    if make is mixed_sizes:  # and search refuses before its study exists (one case: the reader is the same)
         commands.append(["search", "--study", "x", "--trials", "1", "--val-size", "5"])
     (tmp_path / "out").mkdir()
     for command in commands:
