@@ -196,3 +196,16 @@ def test_bad_data_is_one_line_naming_the_file_exit_2_and_nothing_written(make, t
         assert_one_line_error(result, match)
         assert str(path.name) in result.stderr
         assert not (tmp_path / "studies").exists() and not any((tmp_path / "out").iterdir())
+
+
+def test_a_drill_on_the_users_colour_data_verifies_a_module_for_it(tmp_path):
+    from budgetnas.search.drill import Drill, DrillConfig
+
+    path = write_npz(tmp_path / "rgb.npz", n_train=900, n_test=200)
+    cfg = DrillConfig(name="rgb", dataset=str(path), budget=6000, hours=0.006, epochs=2, val_size=200, seeds=1,
+                      workers=1)
+    out = Drill(cfg, log=lambda line: None).run()
+    assert out["verdict"]["passed"] is None  # no bar given, none by default for the user's data
+    source = (cfg.folder / "best.py").read_text()
+    assert "INPUT = (3, 32, 32)" in source and "CLASSES = 12" in source
+    assert "## 4. Verify" in (cfg.folder / "REPORT.md").read_text()
