@@ -201,10 +201,11 @@ def replan(p: dict, cfg: DrillConfig, stage: str, now: float, full_s: float) -> 
     left after Verify (mnist-drill-7k-2: the race's six trainings left Narrow one round), and the
     stage starting now given the rest, at least one training per worker."""
     total = cfg.hours * 3600
-    verify = p["verify_s"] * full_s / p["full_training_s"]
+    planned = p.get("verify_planned_s", p["verify_s"])  # the first plan's, scaled once (not an earlier re-plan's again)
+    verify = planned * full_s / p["full_training_s"]
     race = math.ceil(R.CANDIDATES * (R.MAX_SEEDS - 1) / cfg.n_workers) * full_s
     race = min(race, max(full_s, 0.5 * (total - verify - now)))
-    q = {**p, "verify_s": verify, "measured": {**p.get("measured", {}), stage: full_s}}
+    q = {**p, "verify_s": verify, "verify_planned_s": planned, "measured": {**p.get("measured", {}), stage: full_s}}
     if stage == "narrow":
         q["narrow_end"] = max(now + full_s, total - verify - race)
     q["race_end"] = max(q["narrow_end"], now if stage == "race" else 0.0, total - verify)

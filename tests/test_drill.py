@@ -138,6 +138,9 @@ def test_a_slower_training_than_planned_moves_the_later_stages_and_keeps_verify_
     assert late["narrow_end"] == pytest.approx(6000.0 + p["full_training_s"])
     squeezed = replan(p, cfg, "narrow", now=0.5 * 3600, full_s=10 * 60.0)  # a race of 3 rounds would leave Narrow 15 min
     assert squeezed["narrow_end"] - 1800 >= squeezed["race_end"] - squeezed["narrow_end"]  # Race takes at most half
+    again = replan(slow, cfg, "race", now=slow["narrow_end"], full_s=3 * p["full_training_s"])
+    assert again["verify_s"] == pytest.approx(slow["verify_s"])  # a second re-plan at the same cost changes nothing
+    assert again["race_end"] == pytest.approx(slow["race_end"])  # (mnist-drill-7k-2 scaled Verify twice: no race)
     race = replan(slow, cfg, "race", now=slow["narrow_end"], full_s=p["full_training_s"])
     assert race["narrow_end"] == slow["narrow_end"] and set(race["measured"]) == {"narrow", "race"}
 
