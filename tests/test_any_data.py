@@ -33,6 +33,17 @@ def test_each_format_reads_as_the_same_tensors_with_per_channel_statistics(fmt, 
     assert pairs(ours.train) == pairs(reference.train) and pairs(ours.test) == pairs(reference.test)
 
 
+def test_labels_are_numbered_by_their_values_in_train_and_test_alike(tmp_path):
+    path = write_npz(tmp_path / "d.npz", classes=5)
+    arrays = dict(np.load(path))
+    raw = {k: arrays[k].copy() for k in ("y_train", "y_test")}
+    arrays["y_train"], arrays["y_test"] = raw["y_train"] * 2 + 1, raw["y_test"] * 2 + 1  # labels 1, 3, 5, 7, 9
+    np.savez(path, **arrays)
+    d = D.load(str(path), val_size=0)
+    assert d.classes == 5 and torch.equal(d.train.labels, torch.from_numpy(raw["y_train"]).long())
+    assert torch.equal(d.test.labels, torch.from_numpy(raw["y_test"]).long())
+
+
 def test_a_non_square_grey_dataset_keeps_its_shape(tmp_path):
     d = D.load(str(write_npz(tmp_path / "wide.npz", size=(24, 36), channels=0, classes=5)), val_size=100)
     assert d.train.images.shape == (1100, 1, 24, 36) and d.image_size == (24, 36) and d.classes == 5
@@ -124,9 +135,9 @@ def class_missing_from_train(root):
 def labels_out_of_range(root):
     path = write_npz(root / "d.npz", n_train=50, n_test=20)
     arrays = dict(np.load(path))
-    arrays["y_train"] = arrays["y_train"] + 1  # 1-based labels: 12 classes, numbered 1..12
+    arrays["y_train"][:3] = -1  # an "unlabelled" marker
     np.savez(path, **arrays)
-    return path, "labels must be 0..11"
+    return path, "labels must be class numbers >= 0, but some are -1"
 
 
 def labels_unseen_in_train(root):

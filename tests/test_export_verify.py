@@ -139,3 +139,16 @@ def test_text_from_a_study_cannot_become_code_in_the_module(tmp_path, name):
     path.write_text(source)
     subprocess.run([sys.executable, "-c", f"import runpy; runpy.run_path({str(path)!r})"], cwd=tmp_path, check=True)
     assert not (tmp_path / "INJECTED").exists()
+
+
+def test_the_headline_module_is_what_render_makes_of_its_arch():
+    """The one committed module (README's headline) is the current template's rendering of its Arch:
+    a change to the loop, the reader or the template shows here until it is rendered again."""
+    from pathlib import Path
+
+    from budgetnas.space import Arch
+
+    folder = Path(__file__).resolve().parent.parent / "studies" / "mnist-tail"
+    arch = Arch.from_json((folder / "best.json").read_text())
+    provenance = json.loads((folder / "best.provenance.json").read_text())
+    assert render(arch, provenance) == (folder / "best.py").read_text()

@@ -12,6 +12,8 @@ from budgetnas.search.train import Engine
 from budgetnas.space import Arch, Conv, Pool, Recipe
 from tests.conftest import cfg
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @pytest.fixture
 def small_study(data_root, scripted_search):
@@ -19,6 +21,7 @@ def small_study(data_root, scripted_search):
 
 
 def test_export_verify_report_on_a_small_study(small_study, data_root, tmp_path, capsys):
+    shutil.copytree(ROOT / "baselines" / "results", tmp_path / "baselines" / "results")  # as in the repository
     best = best_trial(small_study)
     main(["export", "--study", "t", "-o", "studies/t/best.py"])
     source = (tmp_path / "studies/t/best.py").read_text()
@@ -97,7 +100,7 @@ def test_trial_description_names_the_recipe():
     assert describe(Arch(blocks=(Conv(8), Pool(), Conv(8, groups=8), Conv(12, k=1)))).startswith("convs `8 | 8d 12t`")
 
 
-COMMITTED = sorted(p.parent for p in (Path(__file__).resolve().parent.parent / "studies").glob("*/drill.journal"))
+COMMITTED = sorted(p.parent for p in (ROOT / "studies").glob("*/drill.journal"))
 
 
 @pytest.mark.parametrize("folder", COMMITTED, ids=lambda p: p.name)
