@@ -152,3 +152,17 @@ def test_the_headline_module_is_what_render_makes_of_its_arch():
     arch = Arch.from_json((folder / "best.json").read_text())
     provenance = json.loads((folder / "best.provenance.json").read_text())
     assert render(arch, provenance) == (folder / "best.py").read_text()
+
+
+def test_the_headline_numbers_are_those_its_verify_json_records():
+    """README's headline line is verify's own line for the committed verify.json, not typed by hand."""
+    from pathlib import Path
+
+    from budgetnas.search.verify import verdict_line
+
+    root = Path(__file__).resolve().parent.parent
+    record = json.loads((root / "studies" / "mnist-tail" / "verify.json").read_text())
+    line = verdict_line(record["verdict"], record["runs"][0]["params"])
+    assert line.startswith("PASS")
+    for doc in ("README.md", "studies/README.md"):
+        assert f"# {line}" in (root / doc).read_text(), doc
