@@ -21,7 +21,7 @@ echo "cpus $(nproc)"
 step tests
 timeout "$(left 90)" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -5
 step verify exp4 on CUDA
-timeout "$(left 100)" $BN verify baselines/exp4 --seeds 3 --jobs 3 --device cuda \
+timeout "$(left 100)" $BN verify exp4 --seeds 3 --jobs 3 --device cuda \
     --json "$OUT/verify-exp4-cuda.json" > "$OUT/verify-exp4-cuda.log" 2>&1
 echo "verify rc=$?"; tail -2 "$OUT/verify-exp4-cuda.log"
 step bench on CUDA

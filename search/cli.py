@@ -94,6 +94,7 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///studies/NAME.db)")
     p.add_argument("--config", dest="study_config", default=None,
                    help="a study file: its name and storage, unless --study/--storage say otherwise")
+    p.set_defaults(prepare=resolve_study_args)
 
 
 def resolve_study_args(args) -> None:
@@ -350,7 +351,7 @@ def cmd_bench(args) -> None:
 
     arch, cores = baselines.get(args.arch).arch, args.threads or os.cpu_count() or 1
     if args.workers:
-        if args.device != "cpu":
+        if args.device not in ("auto", "cpu"):
             raise UserError("bench --workers measures CPU workers sharing the cores; leave out --device.")
         print(f"bench: {args.arch}, {args.images} training images per worker, {cores} cores shared by "
               f"{' or '.join(map(str, args.workers))} workers ({search_engine('cpu')}), {args.repeats} repeats")
@@ -369,10 +370,11 @@ def cmd_bench(args) -> None:
 # ----------------------------------------------------------------------------- parser
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="budgetnas", description="Architecture search for small CNNs under a parameter budget.")
+    p.set_defaults(prepare=lambda args: None)  # commands that name a study resolve it first (add_study_args)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    b = sub.add_parser("baseline", help="train a handwritten baseline (1-4 or all), test every epoch")
-    b.add_argument("name", help="1..4, exp1..exp4 or all")
+    b = sub.add_parser("baseline", help="train a handwritten baseline (exp1..exp4 or all), test every epoch")
+    b.add_argument("name", help="exp1..exp4 or all")
     b.add_argument("--seeds", type=int, nargs="+", default=[1], help="number of seeds, 0..N-1, as in verify (default: 1)")
     b.add_argument("--seed", type=int, dest="seed_list", nargs=1, action=Renamed, new="--seeds N (seeds 0..N-1)",
                    help=argparse.SUPPRESS)
@@ -383,7 +385,7 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_baseline)
 
     v = sub.add_parser("verify", help="retrain a module or baseline on all training images, test each epoch")
-    v.add_argument("target", help="an exported .py module, or a baseline (exp4, baselines/exp4)")
+    v.add_argument("target", help="an exported .py module, or a baseline by name (exp1..exp4)")
     v.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default: 3)")
     v.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (<= 15 for the course)")
     v.add_argument("--bar", type=float, default=None,
@@ -449,7 +451,7 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--workers", type=int, nargs="+", default=None,
                     help="instead: summed training img/s of K parallel workers sharing the cores, e.g. 1 2")
     bn.add_argument("--json", default=None, help="write the raw rows here")
-    bn.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto: where both loops train")
+    bn.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda: where both loops train")
     add_data_args(bn)
     bn.set_defaults(func=cmd_bench)
 
@@ -480,8 +482,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     set_threads(getattr(args, "threads", None))
     try:
-        if hasattr(args, "study_config"):
-            resolve_study_args(args)
+        args.prepare(args)
         args.func(args)
     except BadInput as e:  # the user's to fix: one line
         if os.environ.get("BUDGETNAS_DEBUG"):

@@ -7,6 +7,7 @@ every seed.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import multiprocessing
 import statistics
@@ -39,19 +40,21 @@ class Candidate:
 
 
 def load_candidate(target: str) -> Candidate:
-    """A baseline ('exp4', 'baselines/exp4') or an exported module file (Net, RECIPE, PARAMS);
+    """A baseline by name ('exp4') or an exported module file (Net, RECIPE, PARAMS);
     BadInput with one line if it is neither. Then `fit_to` the data."""
     path = Path(target)
-    if path.suffix == ".py" and "baselines" not in path.parts:
+    if path.suffix == ".py" and not baselines.old_spelling(target):
         if not path.is_file():
             raise BadInput(f"{path}: no such file.")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
+        # registered (dataclasses look their module up) under a name no installed module has
+        name = f"_budgetnas_target_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]}"
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
+        sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
         except Exception as e:  # noqa: BLE001 -- the user's module: a syntax error, a failing import...
-            sys.modules.pop(path.stem, None)
+            sys.modules.pop(name, None)
             raise BadInput(f"{path}: cannot import it ({type(e).__name__}: {e}).") from None
         for attr in ("Net", "RECIPE", "PARAMS"):
             if not hasattr(module, attr):

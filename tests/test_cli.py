@@ -15,8 +15,8 @@ def cwd(tmp_path):
 
 
 CASES = [
-    (["baseline", "1", "--data-dir", "/nonexistent"], "/nonexistent/MNIST/raw"),
-    (["baseline", "9"], "unknown baseline"),
+    (["baseline", "exp1", "--data-dir", "/nonexistent"], "/nonexistent/MNIST/raw"),
+    (["baseline", "exp9"], "unknown baseline"),
     (["search", "--study", "x", "--dataset", "cifar", "--trials", "1"], "unknown dataset"),
     (["search", "--study", "x", "--budget", "0"], "budget must be a positive"),
     (["search", "--study", "x", "--budget", "50"], "smallest model in the space"),
@@ -83,14 +83,14 @@ def test_test_labels_unseen_in_training_are_refused(cwd, data_root):
     labels = np.frombuffer(gzip.decompress(path.read_bytes())[8:], dtype=np.uint8).copy()
     labels[0] = 255
     path.write_bytes(gzip.compress(idx_bytes(labels)))
-    assert_one_line_error(budgetnas("baseline", "1", "--data-dir", str(data_root), cwd=cwd), "[255] never occur")
+    assert_one_line_error(budgetnas("baseline", "exp1", "--data-dir", str(data_root), cwd=cwd), "[255] never occur")
 
 
 def test_a_data_file_that_cannot_be_read_is_not_called_corrupt(cwd, data_root):
     path = data_root / "MNIST/raw/train-images-idx3-ubyte.gz"
     path.unlink()
     path.mkdir()
-    assert_one_line_error(budgetnas("baseline", "1", "--data-dir", str(data_root), cwd=cwd), "cannot read it")
+    assert_one_line_error(budgetnas("baseline", "exp1", "--data-dir", str(data_root), cwd=cwd), "cannot read it")
 
 
 def test_report_reads_every_input_before_writing_anything(cwd):
@@ -112,7 +112,7 @@ def test_bad_input_is_one_line_and_exit_2(args, match, cwd, data_root):
 def test_truncated_data_file(cwd, data_root):
     path = data_root / "MNIST/raw/train-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:40])
-    result = budgetnas("baseline", "1", "--data-dir", str(data_root), cwd=cwd)
+    result = budgetnas("baseline", "exp1", "--data-dir", str(data_root), cwd=cwd)
     assert_one_line_error(result, "train-labels-idx1-ubyte.gz")
 
 
@@ -201,7 +201,7 @@ def test_seeds_is_a_count_everywhere_and_the_old_lists_still_work_with_a_warning
     from budgetnas.search import cli
 
     def seeds(*argv):
-        return cli.seed_list(cli.parser().parse_args(["baseline", "4", *argv]))
+        return cli.seed_list(cli.parser().parse_args(["baseline", "exp4", *argv]))
 
     assert seeds() == [0] and seeds("--seeds", "3") == [0, 1, 2]  # as verify's --seeds 3
     assert capsys.readouterr().err == ""

@@ -76,12 +76,19 @@ def test_verdict_needs_every_last3_epoch_of_every_seed():
     assert verdict([early_dip], 99.40)["passed"]  # only the last 3 epochs count
 
 
-def test_load_candidate_accepts_baselines_and_files(tmp_path, data_root):
+def test_load_candidate_accepts_baselines_and_files(tmp_path, data_root, capsys):
     data = D.load("mnist", data_root, val_size=0)
-    assert fit_to(load_candidate("baselines/exp4"), data).params == count_params(baselines.get("exp4").arch)
-    path = tmp_path / "m.py"
-    path.write_text(render(baselines.get("exp2").arch, {"Study": "t"}))
-    assert fit_to(load_candidate(str(path)), data).params == count_params(baselines.get("exp2").arch)
+    assert fit_to(load_candidate("exp4"), data).params == count_params(baselines.get("exp4").arch)
+    assert capsys.readouterr().err == ""
+    for old in ("4", "baselines/exp4", "baselines/exp4.py"):  # older spellings: one release, with a warning
+        assert load_candidate(old).name == "exp4"
+        assert "is now 'exp4'" in capsys.readouterr().err
+    # a user's module is a module wherever it lives, and named like a standard module it shadows nothing
+    (tmp_path / "baselines").mkdir()
+    for path in (tmp_path / "m.py", tmp_path / "baselines" / "mine.py", tmp_path / "json.py"):
+        path.write_text(render(baselines.get("exp2").arch, {"Study": "t"}))
+        assert fit_to(load_candidate(str(path)), data).params == count_params(baselines.get("exp2").arch)
+    assert json.loads("[1]") == [1] and json.__file__ != str(tmp_path / "json.py")
 
 
 def test_verify_counts_the_parameters_itself(tmp_path, data_root):
