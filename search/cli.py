@@ -254,6 +254,17 @@ def load_existing_study(name: str, url: str | None):
     return study
 
 
+def cmd_render(args) -> None:
+    from pathlib import Path
+
+    from budgetnas.search.render import render_file
+
+    out = writable(args.output or Path(args.arch).with_suffix(".py"))
+    source = render_file(args.arch)
+    out.write_text(source)
+    print(f"wrote {out}")
+
+
 def cmd_export(args) -> None:
     from pathlib import Path
 
@@ -428,6 +439,11 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", default="best_model.py",
                    help="FILE.py: a standalone module; FILE.json: the Arch, for a study's warm_from")
     e.set_defaults(func=cmd_export)
+
+    rn = sub.add_parser("render", help="write an Arch JSON (export -o FILE.json, a drill's best.json) as a standalone module")
+    rn.add_argument("arch", help="the Arch JSON; NAME.provenance.json beside it, if any, goes into the docstring")
+    rn.add_argument("-o", "--output", default=None, help="FILE.py (default: the JSON's path with .py)")
+    rn.set_defaults(func=cmd_render)
 
     c = sub.add_parser("confirm", help="retrain the top trials with more seeds on validation; rank by the mean")
     add_study_args(c)

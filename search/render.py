@@ -16,6 +16,7 @@ from pathlib import Path
 
 from budgetnas.space.arch import RECIPE_HELP, Arch, Conv, feature_shape, size_text
 from budgetnas.space.build import count_params
+from budgetnas.space.errors import BadInput
 
 HERE = Path(__file__).parent
 
@@ -186,3 +187,18 @@ def main():
 if __name__ == "__main__":
     main()
 '''
+
+
+def render_file(arch_json: str | Path) -> str:
+    """The module of an Arch JSON file; its docstring carries NAME.provenance.json beside it, where
+    there is one (where the Arch came from: study, trial, validation score, dates)."""
+    arch, beside = Arch.read(arch_json), Path(arch_json).with_suffix(".provenance.json")
+    provenance = {}
+    if beside.is_file():
+        try:
+            provenance = json.loads(beside.read_text())
+        except (OSError, ValueError) as e:
+            raise BadInput(f"{beside}: cannot read it as JSON ({e}).") from None
+        if not isinstance(provenance, dict) or not all(isinstance(v, str) for v in provenance.values()):
+            raise BadInput(f"{beside}: must be a JSON object of text lines, like {{\"Study\": \"mnist, trial 4\"}}.")
+    return render(arch, provenance)

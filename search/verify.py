@@ -35,12 +35,12 @@ class Candidate:
     make_model: Callable[[], torch.nn.Module]  # builds a fresh, untrained model
     recipe: Recipe  # how to train it
     params: int  # trainable parameters
-    takes: tuple | None = None  # a module's ((channels, height, width), classes); None: a baseline, fitted to the data
-    arch: Arch | None = None  # a baseline's Arch
+    takes: tuple | None = None  # ((channels, height, width), classes) of a module or Arch JSON; None: a baseline, fitted
+    arch: Arch | None = None  # a baseline's or an Arch JSON's Arch
 
 
 def load_candidate(target: str) -> Candidate:
-    """A baseline by name ('exp4') or an exported module file (Net, RECIPE, PARAMS);
+    """A baseline by name ('exp4'), an Arch JSON file or an exported module file (Net, RECIPE, PARAMS);
     BadInput with one line if it is neither. Then `fit_to` the data."""
     path = Path(target)
     if path.suffix == ".py" and not baselines.old_spelling(target):
@@ -64,15 +64,19 @@ def load_candidate(target: str) -> Candidate:
             raise BadInput(f"{path} says PARAMS = {module.PARAMS}, but its Net has {counted} trainable parameters.")
         takes = (tuple(getattr(module, "INPUT", (1, 28, 28))), getattr(module, "CLASSES", 10))  # older modules: MNIST's
         return Candidate(str(path), module.Net, Recipe(**module.RECIPE), counted, takes=takes)
+    if path.suffix == ".json":  # an Arch, as `budgetnas export -o FILE.json` or a drill writes it
+        arch = Arch.read(path)
+        return Candidate(str(path), partial(build, arch), arch.recipe, count_params(arch),
+                         takes=((arch.in_channels, *arch.image_size), arch.classes), arch=arch)
     b = baselines.get(target)
     return Candidate(b.name, partial(build, b.arch), b.arch.recipe, count_params(b.arch), arch=b.arch)
 
 
 def fit_to(cand: Candidate, data: Data) -> Candidate:
-    """`cand` for `data`: a module must take its images (BadInput if not); a baseline gets the
-    data's input channels, image size and head, or is refused with a line if its layers cannot
-    take the image."""
-    if cand.arch is None:
+    """`cand` for `data`: a module or an Arch JSON must take its images (BadInput if not); a
+    baseline gets the data's input channels, image size and head, or is refused with a line if its
+    layers cannot take the image."""
+    if cand.takes is not None:
         if cand.takes != ((data.channels, *data.image_size), data.classes):
             raise BadInput(f"{cand.name} takes images {cand.takes[0]} (channels, height, width) with {cand.takes[1]} "
                            f"classes, but the data has {(data.channels, *data.image_size)} with {data.classes}.")

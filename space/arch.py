@@ -12,6 +12,7 @@ import io
 import json
 import tokenize
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 from budgetnas.space.errors import BadInput
 
@@ -27,10 +28,25 @@ class Conv:
     pad: int = 0  # zero padding on each side, pixels
     groups: int = 1  # channel groups; as many as channels in and out: a depthwise conv
 
+    def __post_init__(self):
+        whole(self, out=1, k=1, pad=0, groups=1)
+
 
 @dataclass(frozen=True)
 class Pool:
     size: int = 2  # max-pool window and stride, pixels
+
+    def __post_init__(self):
+        whole(self, size=1)
+
+
+def whole(block, **least: int) -> None:
+    """A block's sizes are whole numbers at or above their least values (an Arch JSON is user input)."""
+    for name, low in least.items():
+        v = getattr(block, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise BadInput(f"a {type(block).__name__.lower()} block's {name} must be a whole number >= {low}, "
+                           f"but got {v!r}.")
 
 
 Block = Conv | Pool
@@ -111,6 +127,18 @@ class Arch:
     @classmethod
     def from_json(cls, s: str) -> Arch:
         return cls.from_dict(json.loads(s))
+
+    @classmethod
+    def read(cls, path: str | Path) -> Arch:
+        """An Arch from a JSON file (`budgetnas export -o FILE.json`, a drill's best.json); BadInput
+        with one line if the file cannot be read or holds no Arch."""
+        path = Path(path)
+        try:
+            return cls.from_json(path.read_text())
+        except OSError as e:
+            raise BadInput(f"{path}: cannot read it ({e.strerror or e}).") from None
+        except (ValueError, TypeError, KeyError, AttributeError) as e:  # BadInput is a ValueError
+            raise BadInput(f"{path}: not an architecture JSON ({str(e).rstrip('.')}).") from None
 
     def with_recipe(self, **changes) -> Arch:
         return replace(self, recipe=replace(self.recipe, **changes))

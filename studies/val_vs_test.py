@@ -1,6 +1,6 @@
 """Validation accuracy at selection against test accuracy at verification, for every
 verified exported module under studies/ (read from its `verify*.json` and the header that
-`budgetnas export` wrote into the module). It asks: among the best trials of a study, does
+`budgetnas export` wrote into the module, kept as NAME.provenance.json beside its Arch JSON). It asks: among the best trials of a study, does
 the validation score still rank models by test accuracy?
 
     python studies/val_vs_test.py
@@ -18,7 +18,11 @@ rows = []
 for path in sorted(STUDIES.glob("*/verify*.json")):
     result = json.loads(path.read_text())
     module = Path(result["target"])
-    header = module.read_text()[:2000]
+    provenance = module.with_suffix(".provenance.json")  # the module's header lines, kept beside its Arch JSON
+    header = ("\n".join(f"{k}: {v}" for k, v in json.loads(provenance.read_text()).items()) if provenance.is_file()
+              else module.read_text()[:2000])
+    if "Drill: " in header:  # a drill's pick: chosen by a race over seeds, not by one validation score
+        continue
     val = re.search(r"Validation accuracy: ([\d.]+)% \(mean of the last 3 of (\d+) epochs, (\d+) held-out", header)
     trial = re.search(r"Study: (\S+), trial (\d+)", header)
     tests = [x for run in result["runs"] for x in run["last3_test"]]

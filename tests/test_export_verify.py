@@ -13,7 +13,7 @@ from budgetnas.search import data as D
 from budgetnas.search.cli import main
 from budgetnas.search.render import render
 from budgetnas.search.verify import fit_to, load_candidate, summarise, verdict, verdict_line
-from budgetnas.space import build, count_params
+from budgetnas.space import Arch, build, count_params
 from tests.conftest import TINY, random_archs
 
 ARCHS = random_archs(12, seed=5) + [b.arch for b in baselines.all_baselines()]
@@ -150,15 +150,37 @@ def test_text_from_a_study_cannot_become_code_in_the_module(tmp_path, name):
 
 def test_the_headline_module_is_what_render_makes_of_its_arch():
     """The one committed module (README's headline) is the current template's rendering of its Arch:
-    a change to the loop, the reader or the template shows here until it is rendered again."""
+    a change to the loop, the reader or the template shows here until it is rendered again
+    (`budgetnas render studies/mnist-tail/best.json`)."""
     from pathlib import Path
 
-    from budgetnas.space import Arch
+    from budgetnas.search.render import render_file
 
     folder = Path(__file__).resolve().parent.parent / "studies" / "mnist-tail"
-    arch = Arch.from_json((folder / "best.json").read_text())
-    provenance = json.loads((folder / "best.provenance.json").read_text())
-    assert render(arch, provenance) == (folder / "best.py").read_text()
+    assert render_file(folder / "best.json") == (folder / "best.py").read_text()
+
+
+def test_each_committed_arch_is_the_model_its_records_name():
+    """studies/ keeps each verified or exported trial as Arch JSON (+ provenance); its parameter
+    count is the one its provenance and every verify record of it state."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    provenances = sorted(root.glob("studies/*/*.provenance.json"))
+    assert len(provenances) >= 18
+    for p in provenances:
+        arch = Arch.read(str(p).removesuffix(".provenance.json") + ".json")
+        stated = re.search(r"this model has (\d+)", json.loads(p.read_text())["Budget"])
+        assert int(stated[1]) == count_params(arch), p
+    checked = 0
+    for record in root.glob("studies/*/verify*.json"):
+        runs = json.loads(record.read_text())
+        arch_json = root / Path(runs["target"]).with_suffix(".json")
+        if runs["target"].startswith("studies/") and arch_json.is_file():
+            assert {r["params"] for r in runs["runs"]} == {count_params(Arch.read(arch_json))}, record
+            checked += 1
+    assert checked >= 18
 
 
 def test_the_headline_numbers_are_those_its_verify_json_records():
@@ -173,3 +195,39 @@ def test_the_headline_numbers_are_those_its_verify_json_records():
     assert line.startswith("PASS")
     for doc in ("README.md", "studies/README.md"):
         assert f"# {line}" in (root / doc).read_text(), doc
+
+
+def test_render_writes_an_arch_json_as_the_module_verify_takes(tmp_path, capsys):
+    arch = baselines.get("exp2").arch
+    (tmp_path / "m.json").write_text(arch.to_json() + "\n")
+    (tmp_path / "m.provenance.json").write_text(json.dumps({"Study": 'a "quoted" name\n""" + 1'}))  # escaped
+    main(["render", str(tmp_path / "m.json")])
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'm.py'}"
+    assert load_candidate(str(tmp_path / "m.py")).params == count_params(arch)  # it imports, and is that Arch
+    spec = importlib.util.spec_from_file_location("m", tmp_path / "m.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert 'Study: a "quoted" name\n""" + 1' in module.__doc__  # the text as given, not code
+    json_cand = load_candidate(str(tmp_path / "m.json"))  # verify takes the Arch JSON itself too
+    assert json_cand.params == count_params(arch) and json_cand.takes == ((1, 28, 28), 10)
+
+
+@pytest.mark.parametrize("text, match", [
+    (None, "cannot read it"),
+    ("not json", "not an architecture JSON"),
+    ("[1, 2]", "not an architecture JSON"),
+    ('{"blocks": [{"type": "conv", "out": -3}]}', "out must be a whole number >= 1"),
+    ('{"blocks": [{"type": "conv", "out": "8"}]}', "out must be a whole number >= 1"),
+    ('{"blocks": [{"type": "pool", "size": 2}]}', "needs at least one Conv"),
+    ('{"blocks": [{"type": "conv", "out": 8, "k": 40}]}', "shrinks"),
+])
+@pytest.mark.parametrize("command", ["render", "verify"])
+def test_a_bad_arch_json_is_one_line_and_exit_2(tmp_path, capsys, text, match, command):
+    path = tmp_path / "a.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(SystemExit) as e:
+        main([command, str(path)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("budgetnas: error:") and match in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "a.py").exists()

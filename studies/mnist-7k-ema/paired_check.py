@@ -6,8 +6,8 @@ statistics at three decays, and the raw model with "precise BN" (statistics reco
 It predates `Recipe.ema`: the averages here are torch's AveragedModel at a fixed decay,
 without the warm-up the product uses. Training is `search.train`'s loop (fp32, eager).
 
-    python studies/mnist-7k-ema/paired_check.py studies/mnist-7k/trial125.py 0 out.json
-    # also run: trial125.py seed 1, best.py (trial 21) seed 0; each prints its last-3 summary
+    python studies/mnist-7k-ema/paired_check.py studies/mnist-7k/trial125.json 0 out.json
+    # also run: trial125.json seed 1, best.json (trial 21) seed 0; each prints its last-3 summary
 """
 
 import copy
