@@ -7,9 +7,9 @@ Each (variant, seed) run reports the mean and minimum validation accuracy of its
 epochs and its last-epoch train accuracy; the summary gives each variant's mean over seeds
 and its difference from the first variant, seed by seed.
 
-    python studies/levers/check.py baselines/exp4 --val-size 10000 --seeds 0 1 2 --jobs 2 \
+    python studies/levers/check.py exp4 --val-size 10000 --seeds 0 1 2 --jobs 2 \
         --variant base: --variant b64:batch_size=64 --json studies/levers/exp4-b64.json
-    python studies/levers/check.py baselines/exp4 --val-split tail --seeds 0 1 --variant base: \
+    python studies/levers/check.py exp4 --val-split tail --seeds 0 1 --variant base: \
         --json studies/levers/exp4-tail.json
 """
 
@@ -53,7 +53,7 @@ def run(target: str, val_size: int, val_split: str, changes: dict, seed: int, th
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("target", help="a baseline (baselines/exp4) or an exported module")
+    ap.add_argument("target", help="a baseline (exp4), an Arch JSON or an exported module")
     ap.add_argument("--val-size", type=int, default=10000)
     ap.add_argument("--val-split", choices=VAL_SPLITS, default="random")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
