@@ -395,8 +395,8 @@ def parser() -> argparse.ArgumentParser:
     add_engine_args(b, certify=True)
     b.set_defaults(func=cmd_baseline)
 
-    v = sub.add_parser("verify", help="retrain a module or baseline on all training images, test each epoch")
-    v.add_argument("target", help="an exported .py module, or a baseline by name (exp1..exp4)")
+    v = sub.add_parser("verify", help="retrain a module, Arch JSON or baseline on all training images, test each epoch")
+    v.add_argument("target", help="an exported .py module, an Arch .json, or a baseline by name (exp1..exp4)")
     v.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default: 3)")
     v.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (<= 15 for the course)")
     v.add_argument("--bar", type=float, default=None,
