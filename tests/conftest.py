@@ -17,8 +17,6 @@ import torch
 from budgetnas.search.study import StudyConfig
 from budgetnas.space import Arch, Conv, Pool, Recipe, SpaceConfig, sample_arch
 
-torch.set_num_threads(1)
-
 
 def idx_bytes(array: np.ndarray) -> bytes:
     """IDX encoding of a uint8 array: magic 0x0800|ndim, big-endian dims, raw bytes."""
@@ -66,6 +64,7 @@ def _isolate(tmp_path, monkeypatch):
     """Tests run in a temp dir (studies/ lands there) and never see the real data root."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BUDGETNAS_DATA", raising=False)
+    torch.set_num_threads(1)  # each test, as a command run in-process sets one a core; xdist runs a worker a core
 
 
 def write_npz(path: Path, size=(32, 32), channels=3, classes=12, n_train=1200, n_test=300) -> Path:
