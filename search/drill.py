@@ -44,7 +44,7 @@ from budgetnas.search.select import completed, top_trials, val_acc
 from budgetnas.search.storage import make_storage, redact
 from budgetnas.search.study import StudyConfig, StudyError, check_name, open_study
 from budgetnas.search.train import Engine, threads_each, train
-from budgetnas.space import Arch, Conv, SpaceConfig, build, count_params, min_params, sample_arch
+from budgetnas.space import Arch, Conv, SpaceConfig, build, count_params, min_params, params_of, sample_arch
 from budgetnas.space.derive import derive_space, to_toml
 
 STAGES = ("explore", "narrow", "race", "verify")
@@ -52,6 +52,7 @@ KEY = "drill"  # the drill study's user attribute holding its fingerprint
 EXPLORE_TRIALS = 60  # trainings Explore should afford; its fidelity is chosen so that it can
 TIMED_SAMPLES = 3  # models drawn from the default space and timed for the plan: cost follows shape, not size
 VERIFY_ENGINE_PRECISION = "fp32"  # verify trains as the exported module does: fp32, eager
+FILL_EMA = 0.998  # the weight average of Narrow's filled warm starts (docs/design.md)
 
 
 @dataclass(frozen=True)
@@ -213,15 +214,24 @@ def replan(p: dict, cfg: DrillConfig, stage: str, now: float, full_s: float) -> 
 
 
 # ----------------------------------------------------------------------------- warm starts
-def shrink_to_budget(arch: Arch, budget: int) -> Arch | None:
-    """`arch` with every conv's width scaled down by one factor until it fits; None if even width 2 does not."""
-    for f in (x / 100 for x in range(100, 4, -5)):
+def scale_to_budget(arch: Arch, budget: int) -> Arch | None:
+    """`arch` with every conv's width scaled by the largest one factor (up or down, even widths,
+    at least 2) that keeps it within the budget; None if even width 2 does not fit."""
+    for f in (x / 100 for x in range(400, 4, -1)):
         blocks = tuple(replace(b, out=max(2, 2 * round(b.out * f / 2))) if isinstance(b, Conv) else b
                        for b in arch.blocks)
-        smaller = replace(arch, blocks=blocks)
-        if count_params(smaller) <= budget:
-            return smaller
+        scaled = replace(arch, blocks=blocks)
+        if count_params(scaled) <= budget:
+            return scaled
     return None
+
+
+def filled(arch: Arch, budget: int) -> Arch:
+    """Explore's pick as Narrow also tries it: widened to fill the budget (Explore's low fidelity
+    favours small, fast-converging models: the three 7k drills picked 5,404-5,608 of 7,000
+    parameters, both models that pass use 6,960-7,570) and with the weight average on, which
+    costs no parameter (docs/design.md; +0.03 point min last-3 test on mnist-7k's trial 16)."""
+    return (scale_to_budget(arch, budget) or arch).with_recipe(ema=FILL_EMA)
 
 
 def warm_files(cfg: DrillConfig, data: D.Data) -> tuple[str, ...]:
@@ -235,7 +245,7 @@ def warm_files(cfg: DrillConfig, data: D.Data) -> tuple[str, ...]:
             continue
         if count_params(arch) <= cfg.budget:
             continue
-        small = shrink_to_budget(arch, cfg.budget)
+        small = scale_to_budget(arch, cfg.budget)
         if small is not None:
             path = cfg.folder / f"warm-{b.name}-shrunk.json"
             path.write_text(small.to_json() + "\n")
@@ -387,15 +397,21 @@ class Drill:
             p = self.measure("narrow", full)
         if self.get("space") is None:
             top = top_trials(explore, max(3, min(8, math.ceil(0.2 * len(completed(explore))))))
-            space = derive_space(SpaceConfig(), [t.params for t in top])
-            paths = []
+            paths, extra = [], []
             for t in top[:3]:
-                path = self.cfg.folder / f"explore-trial{t.number}.json"
-                path.write_text(Arch.from_dict(t.user_attrs["arch"]).to_json() + "\n")
-                paths.append(str(path))
+                arch = Arch.from_dict(t.user_attrs["arch"])
+                wide = filled(arch, self.cfg.budget)
+                for stem, a in ((f"explore-trial{t.number}", arch), (f"explore-trial{t.number}-filled", wide)):
+                    path = self.cfg.folder / f"{stem}.json"
+                    path.write_text(a.to_json() + "\n")
+                    paths.append(str(path))
+                extra.append(params_of(wide))
+            # the space holds the filled variants too (their widths, the weight average), or they would be clamped back
+            space = derive_space(SpaceConfig(), [t.params for t in top] + extra)
             note = (f"Derived by `budgetnas drill` from the {len(top)} best of {len(completed(explore))} completed "
-                    f"Explore trials ({', '.join(str(t.number) for t in top)}):\nwhat they agree on is fixed, "
-                    "numbers span what they used plus a margin (twice it where the best sits on the edge).")
+                    f"Explore trials ({', '.join(str(t.number) for t in top)}) and the best three filled to the budget:\n"
+                    "what they agree on is fixed, numbers span what they used plus a margin (twice it where the best "
+                    "sits on the edge).")
             (self.cfg.folder / "narrow-space.toml").write_text(to_toml(space, note))
             self.put("space", {"space": space.to_dict(), "from": [t.number for t in top], "warm": paths})
         got = self.get("space")

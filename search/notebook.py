@@ -115,8 +115,10 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
         narrow_space = SpaceConfig.from_dict(a["space"]["space"])
         lines += ["## 2. Narrow", "",
                   (f"**Target.** The best models in the derived space at full fidelity ({cfg['epochs']} epochs on all "
-                   "training images but the validation split), warm-started from Explore's best three. The space, "
-                   "as `narrow-space.toml`:"), "", "```toml", to_toml(narrow_space).rstrip(), "```", "",
+                   "training images but the validation split), warm-started from Explore's best three"
+                   + (", each also filled to the budget with the weight average on (`-filled`)"
+                      if any(w.endswith("-filled.json") for w in a["space"].get("warm", [])) else "")
+                   + ". The space, as `narrow-space.toml`:"), "", "```toml", to_toml(narrow_space).rstrip(), "```", "",
                   "**Results.**", ""]
         if completed(narrow):
             plot_front(narrow, folder / "narrow-front.png")

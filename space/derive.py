@@ -61,9 +61,10 @@ def derive_space(broad: SpaceConfig, best: list[dict]) -> SpaceConfig:
         values = used[knob]
         if knob in RANGES:
             changes[knob] = _span(knob, values, top.get(knob, []), broad)
-        else:  # choices: those the best used, in the broad space's order
+        else:  # choices: those the best used, in the broad space's order, then any it did not offer
             offered = getattr(broad, knob)
-            changes[knob] = tuple(c for c in offered if c in values) or tuple(dict.fromkeys(values))
+            changes[knob] = (tuple(c for c in offered if c in values)
+                             + tuple(v for v in dict.fromkeys(values) if v not in offered))
     return replace(broad, **changes)
 
 

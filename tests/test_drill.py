@@ -6,6 +6,7 @@ import signal
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -15,19 +16,21 @@ from budgetnas import baselines
 from budgetnas.search import data as D
 from budgetnas.search import race as R
 from budgetnas.search.drill import (
+    FILL_EMA,
     Clock,
     Drill,
     DrillConfig,
+    filled,
     full_training_from,
     plan,
     replan,
-    shrink_to_budget,
+    scale_to_budget,
     typical_archs,
     val_accs,
 )
 from budgetnas.search.storage import make_storage
 from budgetnas.search.study import StudyError, check_name
-from budgetnas.space import SpaceConfig, count_params
+from budgetnas.space import Arch, SpaceConfig, count_params
 from budgetnas.space.derive import derive_space, knob_values, to_toml
 
 # ----------------------------------------------------------------------------- derived space
@@ -70,6 +73,11 @@ def test_derived_space_toml_reads_back_as_the_same_space():
     text = to_toml(space, "a note\nover two lines")
     assert text.startswith("# a note\n# over two lines\n[space]\n")
     assert SpaceConfig.from_dict(tomllib.loads(text)["space"]) == space
+
+
+def test_derived_space_keeps_a_choice_the_broad_space_did_not_offer():
+    space = derive_space(SpaceConfig(), [BEST, {**SECOND, "ema": 0.998}])  # the default space offers ema 0 only
+    assert space.ema == (0.0, 0.998)
 
 
 def test_derive_needs_a_trial():
@@ -163,9 +171,17 @@ def test_the_plan_times_models_drawn_from_the_default_space_within_the_budget(da
 
 def test_a_baseline_over_the_budget_is_shrunk_to_fit():
     exp1 = baselines.get("exp1").arch
-    small = shrink_to_budget(exp1, 5000)
+    small = scale_to_budget(exp1, 5000)
     assert count_params(small) <= 5000 < count_params(exp1) and len(small.blocks) == len(exp1.blocks)
-    assert shrink_to_budget(exp1, 50) is None
+    assert scale_to_budget(exp1, 50) is None
+
+
+def test_explores_pick_is_filled_to_the_budget_with_the_weight_average():
+    exp4 = baselines.get("exp4").arch
+    wide = filled(exp4, 12_000)
+    assert count_params(exp4) < count_params(wide) <= 12_000 and wide.recipe.ema == FILL_EMA
+    assert count_params(scale_to_budget(wide, 12_000)) == count_params(wide)  # already the widest that fits
+    assert [type(b) for b in wide.blocks] == [type(b) for b in exp4.blocks] and wide.recipe.lr == exp4.recipe.lr
 
 
 @pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "x" * 101, "a b"])
@@ -222,6 +238,12 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(data_r
     warm = [t.user_attrs.get("warm_from", "") for t in narrow.trials]
     assert set(study.user_attrs["space"]["warm"]) <= set(warm)  # Explore's best, retrained at full fidelity
     assert all(w.startswith(str(folder / "explore-trial")) for w in study.user_attrs["space"]["warm"])
+    wide = [t for t in narrow.trials if t.user_attrs.get("warm_from", "").endswith("-filled.json")]
+    assert wide and all(t.params["ema"] == FILL_EMA for t in wide)  # inside the derived space, not clamped back
+    for t in wide:
+        written = Arch.from_json(Path(t.user_attrs["warm_from"]).read_text())
+        assert t.user_attrs["params"] == count_params(written) <= cfg.budget
+    assert "filled to the budget" in report
     verify = json.loads((folder / "verify.json").read_text())
     assert [r["seed"] for r in verify["runs"]] == [0, 1]
 
