@@ -53,6 +53,7 @@ EXPLORE_TRIALS = 60  # trainings Explore should afford; its fidelity is chosen s
 TIMED_SAMPLES = 3  # models drawn from the default space and timed for the plan: cost follows shape, not size
 VERIFY_ENGINE_PRECISION = "fp32"  # verify trains as the exported module does: fp32, eager
 FILL_EMA = 0.998  # the weight average of Narrow's filled warm starts (docs/design.md)
+FILLED = "-filled"  # the stem suffix of a filled warm start's Arch JSON (explore-trialN-filled.json)
 
 
 @dataclass(frozen=True)
@@ -401,7 +402,7 @@ class Drill:
             for t in top[:3]:
                 arch = Arch.from_dict(t.user_attrs["arch"])
                 wide = filled(arch, self.cfg.budget)
-                for stem, a in ((f"explore-trial{t.number}", arch), (f"explore-trial{t.number}-filled", wide)):
+                for stem, a in ((f"explore-trial{t.number}", arch), (f"explore-trial{t.number}{FILLED}", wide)):
                     path = self.cfg.folder / f"{stem}.json"
                     path.write_text(a.to_json() + "\n")
                     paths.append(str(path))

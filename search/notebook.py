@@ -19,7 +19,7 @@ import optuna
 
 from budgetnas.search import race as R
 from budgetnas.search.annotate import describe
-from budgetnas.search.drill import stage_study
+from budgetnas.search.drill import FILLED, stage_study
 from budgetnas.search.report import plot_front, save
 from budgetnas.search.select import best_trial, completed, val_acc
 from budgetnas.search.status import prune_counts, seconds_spent
@@ -116,8 +116,8 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
         lines += ["## 2. Narrow", "",
                   (f"**Target.** The best models in the derived space at full fidelity ({cfg['epochs']} epochs on all "
                    "training images but the validation split), warm-started from Explore's best three"
-                   + (", each also filled to the budget with the weight average on (`-filled`)"
-                      if any(w.endswith("-filled.json") for w in a["space"].get("warm", [])) else "")
+                   + (f", each also filled to the budget with the weight average on (`{FILLED}`)"
+                      if any(Path(w).stem.endswith(FILLED) for w in a["space"].get("warm", [])) else "")
                    + ". The space, as `narrow-space.toml`:"), "", "```toml", to_toml(narrow_space).rstrip(), "```", "",
                   "**Results.**", ""]
         if completed(narrow):
