@@ -169,7 +169,7 @@ def plan(cfg: DrillConfig, n_train: int, n_full: int, sec_search: float, sec_ver
     w = cfg.n_workers
     full = cfg.epochs * n_train * sec_search  # one full-fidelity training, one worker
     verify = math.ceil(cfg.seeds / w) * cfg.epochs * n_full * sec_verify
-    race = math.ceil(R.CANDIDATES * (R.MAX_SEEDS - 1) / w) * full
+    race = math.ceil(R.candidates(w) * (R.MAX_SEEDS - 1) / w) * full
     total = cfg.hours * 3600
     short = total - verify - race < 0.3 * total
     left = max(total - verify - race, 0.3 * total)  # too little time: Explore and Narrow keep 30%, Race shrinks
@@ -205,7 +205,7 @@ def replan(p: dict, cfg: DrillConfig, stage: str, now: float, full_s: float) -> 
     total = cfg.hours * 3600
     planned = p.get("verify_planned_s", p["verify_s"])  # the first plan's, scaled once (not an earlier re-plan's again)
     verify = planned * full_s / p["full_training_s"]
-    race = math.ceil(R.CANDIDATES * (R.MAX_SEEDS - 1) / cfg.n_workers) * full_s
+    race = math.ceil(R.candidates(cfg.n_workers) * (R.MAX_SEEDS - 1) / cfg.n_workers) * full_s
     race = min(race, max(full_s, 0.5 * (total - verify - now)))
     q = {**p, "verify_s": verify, "verify_planned_s": planned, "measured": {**p.get("measured", {}), stage: full_s}}
     if stage == "narrow":
@@ -426,15 +426,15 @@ class Drill:
         narrow = self.load("narrow")
         first = sorted((R.Runner(t.number, t.user_attrs["params"], [R.seed_score(val_accs(t))])
                         for t in completed(narrow)), key=lambda r: (-r.scores[0], r.params))
-        took = [t.user_attrs["seconds"] for t in completed(narrow) if t.number in {r.number for r in first[:R.CANDIDATES]}]
+        entrants = first[:R.candidates(c.n_workers)]
+        took = [t.user_attrs["seconds"] for t in completed(narrow) if t.number in {r.number for r in entrants}]
         p = self.measure("race", sum(took) / len(took))
-        state = self.get("race") or {"runners": [r.to_dict() for r in first[:R.CANDIDATES]],
-                                     "dropped": {}, "seconds": []}
+        state = self.get("race") or {"runners": [r.to_dict() for r in entrants], "dropped": {}, "seconds": []}
         self.put("race", state)
         tie = 100.0 / c.val_size  # one validation image
         data_cfg = self.stage_cfg("narrow", epochs=c.epochs, subset=c.subset)
         trials = {t.number: t for t in narrow.get_trials(deepcopy=False)}
-        jobs = min(c.n_workers, R.CANDIDATES)  # a round's trainings run side by side
+        jobs = min(c.n_workers, len(state["runners"]))  # a round's trainings run side by side
         pool = (ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
                 if jobs > 1 else None)
         try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from budgetnas.search.verify import LAST  # a seed's score is the worst of its last LAST validation epochs
 
 Z = 2.0  # standard errors of a difference that separate two candidates
-CANDIDATES = 3  # how many enter the race
+CANDIDATES = (3, 8)  # how many enter the race: at least 3, and one per worker up to 8 (see candidates)
 MAX_SEEDS = 3  # seeds per candidate at most, its first (search) run included
 
 
@@ -38,6 +38,14 @@ class Runner:
 
     def to_dict(self) -> dict:
         return {"number": self.number, "params": self.params, "scores": self.scores}
+
+
+def candidates(workers: int) -> int:
+    """How many of Narrow's best enter the race. A round trains every alive candidate's next seed
+    side by side, so with fewer candidates than workers the rest stand idle (mnist-drill-7k-4 ran
+    3 on 2 workers; a GPU holds 6-12); entrants beyond 8 are ones Narrow already ranks far down."""
+    low, high = CANDIDATES
+    return max(low, min(high, workers))
 
 
 def seed_score(val_accs: list[float]) -> float:

@@ -2,6 +2,7 @@
 and the test split left unread until Verify."""
 
 import json
+import math
 import signal
 import statistics
 import subprocess
@@ -121,6 +122,15 @@ def test_pick_takes_the_best_statistic_and_a_tie_goes_to_fewer_parameters():
     assert R.pick([big, small], tie=0.02).number == 2  # within one image: the smaller wins
     assert R.pick([big, small], tie=0.001).number == 1
     assert R.pick([R.Runner(1, 9000, [99.5, 99.5]), small], tie=0.02).number == 1
+
+
+@pytest.mark.parametrize("workers, entrants", [(1, 3), (2, 3), (6, 6), (12, 8)])
+def test_as_many_enter_the_race_as_a_round_can_train_side_by_side(workers, entrants):
+    assert R.candidates(workers) == entrants
+    cfg = DrillConfig(name="p", budget=7000, hours=2.0, workers=workers)
+    p = plan(cfg, n_train=55000, n_full=60000, sec_search=2.5e-4, sec_verify=4.5e-4)
+    rounds = (p["race_end"] - p["narrow_end"]) / p["full_training_s"]  # each round one training per worker
+    assert rounds == pytest.approx(math.ceil(entrants * (R.MAX_SEEDS - 1) / workers))
 
 
 # ----------------------------------------------------------------------------- plan and warm starts
@@ -260,7 +270,7 @@ def test_the_race_trains_a_rounds_seeds_side_by_side_and_keeps_each(data_root):
                                                    user_attrs=t.user_attrs))
         trained = [t for t in narrow.trials if t.state == optuna.trial.TrialState.COMPLETE]
     first = [{"number": t.number, "params": t.user_attrs["params"], "scores": [R.seed_score(val_accs(t))]}
-             for t in trained[:R.CANDIDATES]]
+             for t in trained[:R.candidates(2)]]
     drill.put("race", {"runners": first, "dropped": {}, "seconds": []})
     drill.put("plan", {**drill.get("plan"), "race_end": 1e9})  # time enough for every seed
     drill.clock = Clock(drill.study)
