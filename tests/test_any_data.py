@@ -216,7 +216,7 @@ def test_a_drill_on_the_users_colour_data_verifies_a_module_for_it(tmp_path):
     cfg = DrillConfig(name="rgb", dataset=str(path), budget=6000, hours=0.006, epochs=2, val_size=200, seeds=1,
                       workers=1)
     out = Drill(cfg, log=lambda line: None).run()
-    assert out["verdict"]["passed"] is None  # no bar given, none by default for the user's data
+    assert out["verdict"]["passed"] is None  # a drill without a bar verifies without a verdict (none by default)
     source = (cfg.folder / "best.py").read_text()
     assert "INPUT = (3, 32, 32)" in source and "CLASSES = 12" in source
     assert "## 4. Verify" in (cfg.folder / "REPORT.md").read_text()

@@ -7,11 +7,14 @@ import signal
 import statistics
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import pytest
 import tomllib
+import torch
+from filelock import FileLock
 
 from budgetnas import baselines
 from budgetnas.search import data as D
@@ -33,6 +36,7 @@ from budgetnas.search.storage import make_storage
 from budgetnas.search.study import StudyError, check_name
 from budgetnas.space import Arch, SpaceConfig, count_params
 from budgetnas.space.derive import derive_space, knob_values, to_toml
+from tests.conftest import write_idx_dataset
 
 # ----------------------------------------------------------------------------- derived space
 BEST = {"stages": 2, "s0_convs": 2, "s0_c0": 8, "s0_c1": 12, "s0_padded": 1, "s1_transition": True, "s1_t": 10,
@@ -213,27 +217,46 @@ def test_bad_drill_settings_are_refused(bad):
 TINY = {"budget": 3000, "hours": 0.006, "epochs": 2, "val_size": 300, "seeds": 2, "bar": 10.0, "workers": 1}
 
 
-def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(data_root, monkeypatch):
-    reads, read_source = [], D.read_source
-    started = {}
+@pytest.fixture(scope="session")
+def tiny_drill(tmp_path_factory, worker_id):
+    """One TINY drill run to its end with the test split guarded until Verify: (its root, config,
+    outcome, the splits it read in order). The tests that read a finished drill share it, across
+    xdist's workers too (a drill is ~20 s of training): the first to ask runs it under a file lock,
+    as pytest-xdist's docs advise for a session fixture that must run once."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base if worker_id == "master" else base.parent) / "tiny-drill"  # a worker's parent: this session's, shared
+    cfg = DrillConfig(name="d", data_dir=str(root), **TINY)
+    with FileLock(f"{root}.lock"):
+        if not (root / "outcome.json").exists():
+            write_idx_dataset(root)
+            reads, started, read_source, original_verify = [], {}, D.read_source, Drill.verify
 
-    def guarded(path, test):
-        if test and "verify" not in started:
-            raise AssertionError("the test split was read before Verify")
-        reads.append("test" if test else "train")
-        return read_source(path, test)
+            def guarded(path, test):
+                if test and "verify" not in started:
+                    raise AssertionError("the test split was read before Verify")
+                reads.append("test" if test else "train")
+                return read_source(path, test)
 
-    monkeypatch.setattr(D, "read_source", guarded)
-    original_verify = Drill.verify
+            def verify(self):
+                assert self.get("choice") is not None  # the pick is stored before the test split is read
+                started["verify"] = True
+                original_verify(self)
 
-    def verify(self):
-        assert self.get("choice") is not None  # the pick is stored before the test split is read
-        started["verify"] = True
-        original_verify(self)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.chdir(root)
+                mp.delenv("BUDGETNAS_DATA", raising=False)
+                mp.setattr(D, "read_source", guarded)
+                mp.setattr(Drill, "verify", verify)
+                torch.set_num_threads(1)
+                out = Drill(cfg, log=lambda line: None).run()
+            (root / "outcome.json").write_text(json.dumps({"out": out, "reads": reads}))
+    got = json.loads((root / "outcome.json").read_text())
+    return root, cfg, got["out"], got["reads"]
 
-    monkeypatch.setattr(Drill, "verify", verify)
-    cfg = DrillConfig(name="d", data_dir=str(data_root), **TINY)
-    out = Drill(cfg, log=lambda line: None).run()
+
+def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(tiny_drill, monkeypatch):
+    root, cfg, out, reads = tiny_drill
+    monkeypatch.chdir(root)
     assert "test" in reads and out["verdict"]["passed"] is not None
     folder = cfg.folder
     for name in ("narrow-space.toml", "best.json", "best.py", "verify.json", "REPORT.md", "race.png", "verify.png"):
@@ -258,10 +281,11 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(data_r
     assert [r["seed"] for r in verify["runs"]] == [0, 1]
 
 
-def test_the_race_trains_a_rounds_seeds_side_by_side_and_keeps_each(data_root):
-    cfg = DrillConfig(name="w", data_dir=str(data_root), **TINY)
-    Drill(cfg, log=lambda line: None).run()
-    drill = Drill(DrillConfig(name="w", data_dir=str(data_root), **{**TINY, "workers": 2}), log=lambda line: None)
+def test_the_race_trains_a_rounds_seeds_side_by_side_and_keeps_each(tiny_drill, monkeypatch):
+    """The finished drill's race run again from Narrow's first runs, with two workers."""
+    root, cfg, _, _ = tiny_drill
+    monkeypatch.chdir(root)
+    drill = Drill(replace(cfg, workers=2), log=lambda line: None)
     narrow = drill.load("narrow")
     trained = [t for t in narrow.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(trained) == 1:  # a loaded machine may leave Narrow time for one training; a race needs two runners
@@ -287,12 +311,6 @@ def test_the_race_trains_a_rounds_seeds_side_by_side_and_keeps_each(data_root):
         else:
             assert len(r["scores"]) == R.MAX_SEEDS or state["ended"] == "separated"
         assert r["scores"][0] == first[[f["number"] for f in first].index(r["number"])]["scores"][0]
-
-
-def test_a_drill_without_a_bar_verifies_without_a_verdict(data_root):
-    cfg = DrillConfig(name="nb", data_dir=str(data_root), **{**TINY, "bar": None, "seeds": 1})
-    out = Drill(cfg, log=lambda line: None).run()
-    assert out["verdict"]["passed"] is None
 
 
 def test_resuming_with_other_settings_is_refused(data_root):
