@@ -266,6 +266,8 @@ class StageProgress:
     hours: float
 
     def __call__(self, study: optuna.Study, trial) -> None:
+        if not trial.user_attrs.get("history"):  # pruned before training (over the budget): nothing moved
+            return
         trained = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("history"))
         now = time.time()
         print(f"[{self.stage}] {trained} trained of ~{self.planned} planned; stage {max(0, self.stage_deadline - now) / 60:.1f} "
