@@ -169,7 +169,7 @@ def plan(cfg: DrillConfig, n_train: int, n_full: int, sec_search: float, sec_ver
     w = cfg.n_workers
     full = cfg.epochs * n_train * sec_search  # one full-fidelity training, one worker
     verify = math.ceil(cfg.seeds / w) * cfg.epochs * n_full * sec_verify
-    race = math.ceil(R.candidates(w) * (R.MAX_SEEDS - 1) / w) * full
+    race = R.rounds(w) * full
     total = cfg.hours * 3600
     short = total - verify - race < 0.3 * total
     left = max(total - verify - race, 0.3 * total)  # too little time: Explore and Narrow keep 30%, Race shrinks
@@ -205,7 +205,7 @@ def replan(p: dict, cfg: DrillConfig, stage: str, now: float, full_s: float) -> 
     total = cfg.hours * 3600
     planned = p.get("verify_planned_s", p["verify_s"])  # the first plan's, scaled once (not an earlier re-plan's again)
     verify = planned * full_s / p["full_training_s"]
-    race = math.ceil(R.candidates(cfg.n_workers) * (R.MAX_SEEDS - 1) / cfg.n_workers) * full_s
+    race = R.rounds(cfg.n_workers) * full_s
     race = min(race, max(full_s, 0.5 * (total - verify - now)))
     q = {**p, "verify_s": verify, "verify_planned_s": planned, "measured": {**p.get("measured", {}), stage: full_s}}
     if stage == "narrow":

@@ -48,6 +48,11 @@ def candidates(workers: int) -> int:
     return max(low, min(high, workers))
 
 
+def rounds(workers: int) -> int:
+    """Rounds of one training per worker that a full race takes: every entrant's extra seeds."""
+    return math.ceil(candidates(workers) * (MAX_SEEDS - 1) / workers)
+
+
 def seed_score(val_accs: list[float]) -> float:
     """One seed's score: its worst validation accuracy of the last LAST epochs."""
     if not val_accs:
