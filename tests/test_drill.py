@@ -60,10 +60,20 @@ def test_derived_space_fixes_what_the_best_agree_on_and_spans_the_rest():
     assert space.schedule == ("onecycle",) and space.transition == (True,) and space.stages == (2, 2)
     assert space.dropout == (0.0, 0.0)  # both used none: fixed
     assert space.batch_size == (64, 128) and space.weight_decay == (0.0, 1e-4)  # disagree: both kept
-    assert space.convs == (2, 3)  # structure: exactly the span used
+    assert space.convs == (2, 4)  # structure: the span used, and one conv more since the best is deepest
     assert space.channels == (2, 28)  # 8..20 used, both ends by the best: 2 x 4 a side, limited by the grid from 8
     assert space.lr == pytest.approx((0.04, 0.156), rel=0.01)  # log margin; twice on the best's (top) edge
     assert space.rotate == (0.0, 12.5)  # the best sits on the low edge: twice the margin there
+
+
+def test_derived_space_tries_a_deeper_stage_only_where_the_best_is_deepest():
+    agreed = derive_space(SpaceConfig(), [BEST, {**BEST, "lr": 0.05}])  # both use 2 and 3 convs
+    assert agreed.convs == (2, 4) and agreed.stages == (2, 2)  # stages: agreed, never widened
+    shallower = {**BEST, "s1_convs": 2}
+    shallower.pop("s1_c2")
+    assert derive_space(SpaceConfig(), [shallower, BEST]).convs == (2, 3)  # the deepest is not the best
+    deepest = {**BEST, "s0_convs": 8, **{f"s0_c{i}": 8 for i in range(8)}}
+    assert derive_space(SpaceConfig(), [deepest]).convs == (3, 8)  # at the limit: not past it
 
 
 def test_derived_space_stays_within_meaningful_limits_and_on_the_grid():
