@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import subprocess
 import sys
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -129,9 +131,46 @@ def random_archs(n: int, seed: int = 0, space: SpaceConfig = WIDE):
 
 
 def budgetnas(*args, cwd):
+    """`budgetnas ARGS` as a process of its own: for what only a real process shows (all it prints,
+    signals, a real run). Each pays about 2 s of imports; a check of bad input uses `cli`."""
     env = {**os.environ, "BUDGETNAS_DATA": str(cwd / "nowhere")}
     return subprocess.run([sys.executable, "-m", "budgetnas.search.cli", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=120, check=False)
+
+
+@pytest.fixture
+def cli(monkeypatch, capfd):
+    """`budgetnas ARGS` run in this process, answering as the command would in a terminal: its exit
+    code and all it shows there. pytest keeps warnings and earlier-made log handlers off the captured
+    streams, so here warnings are shown as Python's default filters would, and log handlers write to
+    the captured stderr, for the run."""
+    from budgetnas.search.cli import main
+
+    def run(*args, cwd) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(cwd)
+        monkeypatch.setenv("BUDGETNAS_DATA", str(cwd / "nowhere"))
+        capfd.readouterr()
+        handlers = [h for lg in [logging.root, *logging.root.manager.loggerDict.values()]
+                    for h in getattr(lg, "handlers", []) if type(h) is logging.StreamHandler]
+        streams = [h.setStream(sys.stderr) for h in handlers]
+        try:
+            with warnings.catch_warnings(record=True) as shown:
+                warnings.resetwarnings()  # Python's defaults: these hidden, the rest shown once a place
+                for hidden in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                    warnings.simplefilter("ignore", hidden)
+                try:
+                    main(list(args))
+                    code = 0
+                except SystemExit as e:
+                    code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        finally:
+            for h, stream in zip(handlers, streams):
+                h.setStream(stream)
+        out, err = capfd.readouterr()
+        err = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in shown) + err
+        return subprocess.CompletedProcess(["budgetnas", *args], code, out, err)
+
+    return run
 
 
 def assert_one_line_error(result, match):

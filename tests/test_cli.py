@@ -52,9 +52,9 @@ BAD_SPACE = ['head = ["gapp"]', 'optimizer = ["lbfgs"]', "lr = [0, 0.1]", "dropo
 
 
 @pytest.mark.parametrize("line", BAD_SPACE)
-def test_space_values_are_checked_by_meaning_before_a_study_exists(line, cwd):
+def test_space_values_are_checked_by_meaning_before_a_study_exists(line, cwd, cli):
     (cwd / "s.toml").write_text(f'[study]\nname = "s"\n[space]\n{line}\n')
-    assert_one_line_error(budgetnas("search", "--config", "s.toml", cwd=cwd), f"[space] {line.split()[0]} must be")
+    assert_one_line_error(cli("search", "--config", "s.toml", cwd=cwd), f"[space] {line.split()[0]} must be")
     assert not (cwd / "studies").exists()
 
 
@@ -72,7 +72,7 @@ def test_the_resolved_config_never_holds_a_storage_password():
     assert "SECRET" not in str(cfg.to_dict()) and cfg.storage_url.endswith("SECRET@db.example/studies")
 
 
-def test_test_labels_unseen_in_training_are_refused(cwd, data_root):
+def test_test_labels_unseen_in_training_are_refused(cwd, data_root, cli):
     from tests.conftest import idx_bytes
 
     path = data_root / "MNIST/raw/t10k-labels-idx1-ubyte.gz"
@@ -83,43 +83,43 @@ def test_test_labels_unseen_in_training_are_refused(cwd, data_root):
     labels = np.frombuffer(gzip.decompress(path.read_bytes())[8:], dtype=np.uint8).copy()
     labels[0] = 255
     path.write_bytes(gzip.compress(idx_bytes(labels)))
-    assert_one_line_error(budgetnas("baseline", "exp1", "--data-dir", str(data_root), cwd=cwd), "[255] never occur")
+    assert_one_line_error(cli("baseline", "exp1", "--data-dir", str(data_root), cwd=cwd), "[255] never occur")
 
 
-def test_a_data_file_that_cannot_be_read_is_not_called_corrupt(cwd, data_root):
+def test_a_data_file_that_cannot_be_read_is_not_called_corrupt(cwd, data_root, cli):
     path = data_root / "MNIST/raw/train-images-idx3-ubyte.gz"
     path.unlink()
     path.mkdir()
-    assert_one_line_error(budgetnas("baseline", "exp1", "--data-dir", str(data_root), cwd=cwd), "cannot read it")
+    assert_one_line_error(cli("baseline", "exp1", "--data-dir", str(data_root), cwd=cwd), "cannot read it")
 
 
-def test_report_reads_every_input_before_writing_anything(cwd):
+def test_report_reads_every_input_before_writing_anything(cwd, cli):
     (cwd / "studies").mkdir()
     optuna.create_study(study_name="rep", storage=f"sqlite:///{cwd}/studies/rep.db")
     (cwd / "bad.json").write_text("{not json")
-    assert_one_line_error(budgetnas("report", "--study", "rep", "--verify", "bad.json", cwd=cwd), "not a verify result")
+    assert_one_line_error(cli("report", "--study", "rep", "--verify", "bad.json", cwd=cwd), "not a verify result")
     written = sorted(p.name for p in (cwd / "studies").iterdir() if not p.name.endswith(("-wal", "-shm")))
     assert written == ["rep.db"]  # (SQLite's own WAL files aside: this process may hold the database open)
 
 
 @pytest.mark.parametrize("args, match", CASES, ids=[" ".join(a[:2]) + ":" + m[:20] for a, m in CASES])
-def test_bad_input_is_one_line_and_exit_2(args, match, cwd, data_root):
+def test_bad_input_is_one_line_and_exit_2(args, match, cwd, data_root, cli):
     args = [str(data_root) if a == "DATA" else a for a in args]
-    assert_one_line_error(budgetnas(*args, cwd=cwd), match)
+    assert_one_line_error(cli(*args, cwd=cwd), match)
     assert not list(cwd.glob("studies/*.db")) or args[0] != "search"  # no study was created by a refused search
 
 
-def test_truncated_data_file(cwd, data_root):
+def test_truncated_data_file(cwd, data_root, cli):
     path = data_root / "MNIST/raw/train-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:40])
-    result = budgetnas("baseline", "exp1", "--data-dir", str(data_root), cwd=cwd)
+    result = cli("baseline", "exp1", "--data-dir", str(data_root), cwd=cwd)
     assert_one_line_error(result, "train-labels-idx1-ubyte.gz")
 
 
-def test_export_from_a_study_with_no_completed_trial(cwd):
+def test_export_from_a_study_with_no_completed_trial(cwd, cli):
     (cwd / "studies").mkdir()
     optuna.create_study(study_name="empty", storage=f"sqlite:///{cwd}/studies/empty.db")
-    assert_one_line_error(budgetnas("export", "--study", "empty", cwd=cwd), "has no completed trial")
+    assert_one_line_error(cli("export", "--study", "empty", cwd=cwd), "has no completed trial")
 
 
 def test_resuming_with_a_changed_budget(cwd, data_root):
@@ -155,24 +155,24 @@ def test_bad_input_raised_anywhere_is_one_line_exit_2(monkeypatch, capsys):
     assert e.value.code == cli.EXIT_USAGE and capsys.readouterr().err == "budgetnas: error: bad value 7.\n"
 
 
-def test_more_bad_inputs_of_the_same_classes(cwd):
+def test_more_bad_inputs_of_the_same_classes(cwd, cli):
     (cwd / "broken.py").write_text("def Net(:\n")
-    assert_one_line_error(budgetnas("verify", "broken.py", cwd=cwd), "cannot import it (SyntaxError")
+    assert_one_line_error(cli("verify", "broken.py", cwd=cwd), "cannot import it (SyntaxError")
     (cwd / "imports.py").write_text("import no_such_package_here\n")
-    assert_one_line_error(budgetnas("verify", "imports.py", cwd=cwd), "cannot import it (ModuleNotFoundError")
+    assert_one_line_error(cli("verify", "imports.py", cwd=cwd), "cannot import it (ModuleNotFoundError")
     (cwd / "folder.toml").mkdir()
-    assert_one_line_error(budgetnas("search", "--config", "folder.toml", cwd=cwd), "cannot read the config file")
+    assert_one_line_error(cli("search", "--config", "folder.toml", cwd=cwd), "cannot read the config file")
     (cwd / "adir").mkdir()
-    assert_one_line_error(budgetnas("status", "--study", "x", "--storage", "journal:adir", cwd=cwd),
+    assert_one_line_error(cli("status", "--study", "x", "--storage", "journal:adir", cwd=cwd),
                           "cannot open storage")
 
 
-def test_a_study_not_made_by_budgetnas_is_named_so(cwd):
+def test_a_study_not_made_by_budgetnas_is_named_so(cwd, cli):
     (cwd / "studies").mkdir()
     study = optuna.create_study(study_name="plain", storage=f"sqlite:///{cwd}/studies/plain.db")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     for command in ("status", "export", "report"):
-        assert_one_line_error(budgetnas(command, "--study", "plain", cwd=cwd), "not made by budgetnas")
+        assert_one_line_error(cli(command, "--study", "plain", cwd=cwd), "not made by budgetnas")
 
 
 @pytest.mark.parametrize("command, cls, skip, extra", [

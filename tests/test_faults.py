@@ -18,11 +18,11 @@ CONFIG = """
 [study]
 name = "k"
 budget = 100000
-epochs = 40
+epochs = {epochs}
 val_size = 200
 warm_start = false
 heartbeat = 1
-storage = "sqlite:///k.db"
+storage = "{storage}"
 [space]
 stages = [2, 2]
 convs = [1, 1]
@@ -38,10 +38,29 @@ batch_size = [64]
 STORAGES = {"sqlite": "sqlite:///k.db", "journal": "journal:k.journal"}
 
 
-def worker(tmp_path, data_root, trials, log):
-    return subprocess.Popen([sys.executable, "-m", "budgetnas.search.cli", "search", "--config", "k.toml", "--trials",
-                             str(trials), "--data-dir", str(data_root), "--threads", "1"],
-                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+# A worker killed at a stated point, not at a polled moment a loaded machine may let pass: right
+# after its trial reports its first epoch (stored as a RUNNING trial with a history).
+KILLED_AFTER_AN_EPOCH = """
+import os, signal, sys
+import optuna
+from budgetnas.search.cli import main
+
+report = optuna.trial.Trial.report
+
+def report_then_die(self, value, step):
+    report(self, value, step)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if sys.argv[1] == "die":
+    optuna.trial.Trial.report = report_then_die
+main(sys.argv[2:])
+"""
+
+
+def worker(tmp_path, data_root, trials, log, die=False):
+    return subprocess.Popen([sys.executable, "-c", KILLED_AFTER_AN_EPOCH, "die" if die else "live", "search",
+                             "--config", "k.toml", "--trials", str(trials), "--data-dir", str(data_root),
+                             "--threads", "1"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
 
 
 def load(tmp_path, storage):
@@ -68,13 +87,13 @@ def wait_for_training(tmp_path, storage, proc, log_path, seconds=180):
 def test_killed_worker_trial_is_failed_and_retried(tmp_path, data_root, storage):
     """SQLite: heartbeats stop, the next worker fails and retries the trial (Optuna's callback).
     Journal: no heartbeats; the next worker sees the trial's process is gone (runner.fail_orphans)."""
-    (tmp_path / "k.toml").write_text(CONFIG.replace('"sqlite:///k.db"', f'"{STORAGES[storage]}"'))
+    (tmp_path / "k.toml").write_text(CONFIG.format(epochs=3, storage=STORAGES[storage]))
     log_path = tmp_path / "workers.log"
     with log_path.open("w") as log:
-        first = worker(tmp_path, data_root, 1, log)
-        wait_for_training(tmp_path, storage, first, log_path)
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
+        first = worker(tmp_path, data_root, 1, log, die=True)
+        assert first.wait(timeout=300) == -signal.SIGKILL, log_path.read_text()[-500:]
+        running = [t for t in load(tmp_path, storage).trials if t.state == TrialState.RUNNING]
+        assert len(running) == 1 and len(running[0].user_attrs["history"]) == 1  # killed mid-training
         time.sleep(5 if storage == "sqlite" else 0)  # past the grace period (4 missed heartbeats of 1 s)
         second = worker(tmp_path, data_root, 1, log)
         assert second.wait(timeout=300) == 0, log_path.read_text()[-500:]
@@ -85,14 +104,14 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, data_root, storage)
     assert retried.state == TrialState.COMPLETE and retry_of == dead.number
     assert retried.params == dead.params
     assert len(ts) == 2 and len({t.number for t in ts}) == 2
-    assert len(retried.user_attrs["history"]) == 40
+    assert len(retried.user_attrs["history"]) == 3  # the config's epochs, trained again in full
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_stopping_the_parent_stops_its_workers(tmp_path, data_root, sig):
     """`kill PID` (or SIGINT to the parent alone) stops every worker: each running trial ends
     FAIL, no worker is left training, and the exit is one line, not a traceback per worker."""
-    (tmp_path / "k.toml").write_text(CONFIG.replace('"sqlite:///k.db"', '"journal:k.journal"'))
+    (tmp_path / "k.toml").write_text(CONFIG.format(epochs=40, storage=STORAGES["journal"]))  # still training when stopped
     log_path = tmp_path / "workers.log"
     with log_path.open("w") as log:
         parent = subprocess.Popen([sys.executable, "-m", "budgetnas.search.cli", "search", "--config", "k.toml", "--trials", "4",
