@@ -51,16 +51,16 @@ def report_then_die(self, value, step):
     report(self, value, step)
     os.kill(os.getpid(), signal.SIGKILL)
 
-if sys.argv[1] == "die":
-    optuna.trial.Trial.report = report_then_die
-main(sys.argv[2:])
+optuna.trial.Trial.report = report_then_die
+main(sys.argv[1:])
 """
 
 
 def worker(tmp_path, data_root, trials, log, die=False):
-    return subprocess.Popen([sys.executable, "-c", KILLED_AFTER_AN_EPOCH, "die" if die else "live", "search",
-                             "--config", "k.toml", "--trials", str(trials), "--data-dir", str(data_root),
-                             "--threads", "1"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    entry = ["-c", KILLED_AFTER_AN_EPOCH] if die else ["-m", "budgetnas.search.cli"]
+    return subprocess.Popen([sys.executable, *entry, "search", "--config", "k.toml", "--trials", str(trials),
+                             "--data-dir", str(data_root), "--threads", "1"],
+                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
 
 
 def load(tmp_path, storage):
