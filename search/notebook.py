@@ -115,10 +115,11 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
         narrow_space = SpaceConfig.from_dict(a["space"]["space"])
         lines += ["## 2. Narrow", "",
                   (f"**Target.** The best models in the derived space at full fidelity ({cfg['epochs']} epochs on all "
-                   "training images but the validation split), warm-started from Explore's best three"
-                   + (f", each also filled to the budget with the weight average on (`{FILLED}`)"
-                      if any(Path(w).stem.endswith(FILLED) for w in a["space"].get("warm", [])) else "")
-                   + ". The space, as `narrow-space.toml`:"), "", "```toml", to_toml(narrow_space).rstrip(), "```", "",
+                   f"training images but the validation split), warm-started from Explore's best three{warm_words(a)}."
+                   + (" Every sampled model has its widths scaled by the largest one factor that keeps it within the "
+                      "budget, so models of other depths compete at the same budget."
+                      if narrow.user_attrs.get("config", {}).get("fill") else "")
+                   + " The space, as `narrow-space.toml`:"), "", "```toml", to_toml(narrow_space).rstrip(), "```", "",
                   "**Results.**", ""]
         if completed(narrow):
             plot_front(narrow, folder / "narrow-front.png")
@@ -181,6 +182,15 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
     out = folder / "REPORT.md"
     out.write_text("\n".join(lines))
     return out
+
+
+def warm_words(drill_attrs: dict) -> str:
+    """How Narrow's warm starts relate to Explore's best three: plain, filled or both."""
+    stems = [Path(w).stem for w in drill_attrs["space"].get("warm", [])]
+    wide = f"filled to the budget with the weight average on (`{FILLED}`)"
+    if not any(s.endswith(FILLED) for s in stems):
+        return ""
+    return f", each also {wide}" if not all(s.endswith(FILLED) for s in stems) else f" {wide}"
 
 
 def agreement(space: SpaceConfig) -> str:

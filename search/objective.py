@@ -22,7 +22,7 @@ from budgetnas.search.data import Data
 from budgetnas.search.loop import Diverged
 from budgetnas.search.train import Engine, train
 from budgetnas.search.verify import LAST  # the objective: mean validation accuracy of the last LAST epochs
-from budgetnas.space import SpaceConfig, build, count_params, sample_arch
+from budgetnas.space import SpaceConfig, build, count_params, sample_arch, scale_to_budget
 
 
 def worker_id() -> str:
@@ -47,6 +47,7 @@ def make_objective(
     epochs: int,
     data: Data | None,
     pareto: bool = False,
+    fill: bool = False,
     seed: int = 0,
     engine: Engine = Engine(),
     dry_run: bool = False,
@@ -54,7 +55,9 @@ def make_objective(
     notes: bool = False,
     artifact_dir: Path | None = None,
 ) -> Callable[[optuna.Trial], float | tuple[float, float]]:
-    """The function `study.optimize` calls. `pareto` returns (val accuracy, params).
+    """The function `study.optimize` calls. `pareto` returns (val accuracy, params). `fill` trains
+    each sample with its widths scaled to the budget (`scale_to_budget`): the sampled widths are
+    proportions, so a deeper model is compared with a shallower one at the same budget.
 
     `notes` writes a dashboard note on every trial; `artifact_dir` also stores each trained
     trial's standalone module and learning curve there (Optuna's artifact store)."""
@@ -72,6 +75,8 @@ def make_objective(
             arch = sample_arch(trial, space, epochs)
             if data is not None:  # the input and the head are the data's
                 arch = data.shaped(arch)
+            if fill:
+                arch = scale_to_budget(arch, budget) or arch  # or none fits: pruned as over budget below
         except ValueError as e:  # e.g. too many unpadded convs for the image: infeasible too
             trial.set_constraint("params", float(budget))
             stop(trial, "shape", str(e))

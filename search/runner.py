@@ -82,7 +82,7 @@ def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int =
     if worker == 0:
         fail_orphans(study)
     objective = make_objective(budget=cfg.budget, space=cfg.space, epochs=cfg.epochs, data=data,
-                               pareto=cfg.objective == "pareto", seed=cfg.seed, engine=engine, dry_run=cfg.dry_run,
+                               pareto=cfg.objective == "pareto", fill=cfg.fill, seed=cfg.seed, engine=engine, dry_run=cfg.dry_run,
                                notes=not cfg.dry_run, artifact_dir=None if cfg.dry_run else artifact_dir(cfg.name))
     study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout, callbacks=[log_trial, *callbacks],
                    catch=(RuntimeError,))

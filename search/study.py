@@ -32,7 +32,7 @@ from budgetnas.space.sample import fits, params_in
 OBJECTIVES = ("accuracy", "pareto")
 PRUNERS = ("median", "halving", "hyperband", "none")
 FINGERPRINT = "budgetnas"  # study user attribute holding what the study was created with
-ADDED_SINCE = {"val_split": "random"}  # fingerprint settings added after the first studies: what they meant
+ADDED_SINCE = {"val_split": "random", "fill": False}  # fingerprint settings added after the first studies: what they meant
 
 
 class StudyError(BadInput):
@@ -66,6 +66,7 @@ class StudyConfig:
     val_size: int = 5000  # validation images held out from train; selection uses them only
     val_split: str = "random"  # random | tail: which training images are held out (search.data)
     subset: int | None = None  # train on the first N training images (smoke runs)
+    fill: bool = False  # scale each sampled model's widths by the largest one factor within the budget
     storage: str | None = None  # Optuna storage URL; default sqlite:///studies/NAME.db
     warm_start: bool = True  # enqueue the four baselines first
     warm_from: tuple[str, ...] = ()  # then these Arch JSON files (an earlier study's best), moved into the space
@@ -104,7 +105,7 @@ class StudyConfig:
         """What must not change when a study is resumed."""
         return {"budget": self.budget, "objective": self.objective, "epochs": self.epochs, "dataset": self.dataset,
                 "val_size": self.val_size, "val_split": self.val_split, "subset": self.subset,
-                "space": self.space.to_dict()}
+                "fill": self.fill, "space": self.space.to_dict()}
 
     def to_dict(self) -> dict:
         """For the record (config.resolved.json, the study's attributes): the storage's password redacted."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torch import nn
 
 from budgetnas.space.arch import Arch, Conv, feature_shape
@@ -17,6 +19,22 @@ def count_params(arch: Arch) -> int:
     c, h, w = feature_shape(arch)
     features = c if arch.head == "gap" else c * h * w
     return n + features * arch.classes  # head linear has no bias: logits feed a softmax
+
+
+def scale_to_budget(arch: Arch, budget: int) -> Arch | None:
+    """`arch` with every conv's width scaled by the largest one factor (up or down, even widths,
+    at least 2) that keeps it within the budget; None if even width 2 does not fit. A depthwise
+    conv keeps one group a channel."""
+
+    def widened(b: Conv, f: float) -> Conv:
+        out = max(2, 2 * round(b.out * f / 2))
+        return replace(b, out=out, groups=out if b.groups > 1 else 1)
+
+    for f in (x / 100 for x in range(400, 4, -1)):
+        scaled = replace(arch, blocks=tuple(widened(b, f) if isinstance(b, Conv) else b for b in arch.blocks))
+        if count_params(scaled) <= budget:
+            return scaled
+    return None
 
 
 def build(arch: Arch) -> nn.Module:

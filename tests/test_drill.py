@@ -34,7 +34,7 @@ from budgetnas.search.drill import (
 )
 from budgetnas.search.storage import make_storage
 from budgetnas.search.study import StudyError, check_name
-from budgetnas.space import Arch, SpaceConfig, count_params
+from budgetnas.space import Arch, SpaceConfig, count_params, sample_arch
 from budgetnas.space.derive import derive_space, knob_values, to_toml
 from tests.conftest import write_idx_dataset
 
@@ -280,13 +280,25 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(tiny_d
     narrow = optuna.load_study(study_name="d/narrow", storage=make_storage(cfg.storage_url))
     warm = [t.user_attrs.get("warm_from", "") for t in narrow.trials]
     assert set(study.user_attrs["space"]["warm"]) <= set(warm)  # Explore's best, retrained at full fidelity
-    assert all(w.startswith(str(folder / "explore-trial")) for w in study.user_attrs["space"]["warm"])
+    assert all(w.startswith(str(folder / "explore-trial")) and w.endswith("-filled.json")
+               for w in study.user_attrs["space"]["warm"])
     wide = [t for t in narrow.trials if t.user_attrs.get("warm_from", "").endswith("-filled.json")]
     assert wide and all(t.params["ema"] == FILL_EMA for t in wide)  # inside the derived space, not clamped back
     for t in wide:
         written = Arch.from_json(Path(t.user_attrs["warm_from"]).read_text())
         assert t.user_attrs["params"] == count_params(written) <= cfg.budget
-    assert "filled to the budget" in report
+    # every Narrow model is trained filled to the budget, the sampled ones too
+    assert narrow.user_attrs["config"]["fill"]
+    space = SpaceConfig.from_dict(study.user_attrs["space"]["space"])
+    for t in narrow.trials:
+        if "arch" in t.user_attrs:
+            trained = Arch.from_dict(t.user_attrs["arch"])
+            sampled = sample_arch(optuna.trial.FixedTrial(t.params), space, cfg.epochs)
+            shaped = replace(sampled, image_size=trained.image_size, in_channels=trained.in_channels,
+                             classes=trained.classes)  # as the data shapes it
+            fit = scale_to_budget(shaped, cfg.budget)  # None: over the budget even at width 2 (pruned)
+            assert trained == (fit or shaped) and (fit is None) == (t.user_attrs.get("pruned_by") == "budget")
+    assert "filled to the budget" in report and "widths scaled by the largest one factor" in report
     verify = json.loads((folder / "verify.json").read_text())
     assert [r["seed"] for r in verify["runs"]] == [0, 1]
 

@@ -1,3 +1,4 @@
+import statistics
 from dataclasses import replace
 
 import optuna
@@ -21,7 +22,7 @@ from budgetnas.search.study import (
     open_study,
 )
 from budgetnas.search.train import Engine
-from budgetnas.space import SpaceConfig, count_params, min_params, params_of
+from budgetnas.space import Arch, SpaceConfig, count_params, min_params, params_of, sample_arch, scale_to_budget
 from tests.conftest import SMALL, cfg, random_archs
 
 # A small space so that tiny trials train in about a second on synthetic data.
@@ -44,6 +45,29 @@ def test_over_budget_trial_is_pruned_before_training():
         assert t.state == TrialState.PRUNED and t.user_attrs["pruned_by"] == "budget"
         assert t.user_attrs["params"] > 300
         assert t.constraints == {"params": t.user_attrs["params"] - 300}  # what TPE reads
+
+
+def test_a_filling_study_trains_each_sample_scaled_to_the_budget():
+    """`fill`: the sampled widths are proportions, scaled by the largest one factor that fits, so
+    over-budget samples are narrowed (not pruned) and small ones widened."""
+    space = SpaceConfig(separable=(False, True))
+
+    def study(fill: bool) -> list:
+        s = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+        s.optimize(make_objective(budget=6000, space=space, epochs=15, data=None, fill=fill, dry_run=True), n_trials=40)
+        return [t for t in s.trials if t.user_attrs.get("pruned_by") != "shape"]
+
+    plain, full = study(False), study(True)
+    assert sum(t.user_attrs.get("pruned_by") == "budget" for t in plain) >= 10  # what fill saves
+    assert [t.params for t in plain] == [t.params for t in full]  # the same samples
+    for t in full:
+        sampled = sample_arch(optuna.trial.FixedTrial(t.params), space, 15)
+        assert t.state == TrialState.COMPLETE and Arch.from_dict(t.user_attrs["arch"]) == scale_to_budget(sampled, 6000)
+        assert t.user_attrs["params"] <= 6000
+    used = [t.user_attrs["params"] / 6000 for t in full]  # a flatten head's last width comes in coarse steps
+    short = [t.user_attrs["params"] / 6000 for t in plain if t.state == TrialState.COMPLETE]
+    assert statistics.median(used) > 0.95 > statistics.median(short)
+    assert any(t.params.get("s1_separable") or t.params.get("separable") for t in full)  # depthwise convs scale too
 
 
 def test_sampler_learns_the_budget_from_constraints():
