@@ -94,7 +94,9 @@ def search_section(study: optuna.Study) -> list[str]:
         f"validation accuracy (mean of the last 3 of {fp.get('epochs')} epochs, {fp.get('val_size')} images held "
         f"out from the training files, {split_words(fp.get('val_split'))}; the test split is not used). Objective: {fp.get('objective')}; pruner: "
         f"{cfg.get('pruner')}; training images per trial: {fp.get('subset') or 'all'}; sampler: TPE with the "
-        "parameter budget as a constraint. Space: "
+        "parameter budget as a constraint"
+        + ("; every sampled model's widths scaled by the largest one factor within the budget" if fp.get("fill") else "")
+        + ". Space: "
         + ", ".join(f"{k} {v}" for k, v in fp.get("space", {}).items()) + ".",
         "",
         "**Results.**",

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import warnings
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 from budgetnas.search.study import StudyConfig
-from budgetnas.space import Arch, Conv, Pool, Recipe, SpaceConfig, sample_arch
+from budgetnas.space import Arch, Conv, Pool, Recipe, SpaceConfig, sample_arch, scale_to_budget
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -128,6 +129,15 @@ def random_archs(n: int, seed: int = 0, space: SpaceConfig = WIDE):
             pass
         study.tell(trial, 0.0)
     return out
+
+
+def filled_sample(trial: optuna.trial.FrozenTrial, space: SpaceConfig, epochs: int, budget: int) -> Arch | None:
+    """What a filling study trains for `trial`: its sampled model, with the input and head of the
+    model it stored (the data's), scaled to the budget; None where none fits."""
+    stored = Arch.from_dict(trial.user_attrs["arch"])
+    sampled = sample_arch(optuna.trial.FixedTrial(trial.params), space, epochs)
+    return scale_to_budget(replace(sampled, image_size=stored.image_size, in_channels=stored.in_channels,
+                                   classes=stored.classes), budget)
 
 
 def budgetnas(*args, cwd):

@@ -28,15 +28,14 @@ from budgetnas.search.drill import (
     full_training_from,
     plan,
     replan,
-    scale_to_budget,
     typical_archs,
     val_accs,
 )
 from budgetnas.search.storage import make_storage
 from budgetnas.search.study import StudyError, check_name
-from budgetnas.space import Arch, SpaceConfig, count_params, sample_arch
+from budgetnas.space import Arch, SpaceConfig, count_params, scale_to_budget
 from budgetnas.space.derive import derive_space, knob_values, to_toml
-from tests.conftest import write_idx_dataset
+from tests.conftest import filled_sample, write_idx_dataset
 
 # ----------------------------------------------------------------------------- derived space
 BEST = {"stages": 2, "s0_convs": 2, "s0_c0": 8, "s0_c1": 12, "s0_padded": 1, "s1_transition": True, "s1_t": 10,
@@ -292,12 +291,9 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(tiny_d
     space = SpaceConfig.from_dict(study.user_attrs["space"]["space"])
     for t in narrow.trials:
         if "arch" in t.user_attrs:
-            trained = Arch.from_dict(t.user_attrs["arch"])
-            sampled = sample_arch(optuna.trial.FixedTrial(t.params), space, cfg.epochs)
-            shaped = replace(sampled, image_size=trained.image_size, in_channels=trained.in_channels,
-                             classes=trained.classes)  # as the data shapes it
-            fit = scale_to_budget(shaped, cfg.budget)  # None: over the budget even at width 2 (pruned)
-            assert trained == (fit or shaped) and (fit is None) == (t.user_attrs.get("pruned_by") == "budget")
+            fit = filled_sample(t, space, cfg.epochs, cfg.budget)  # None: over the budget even at width 2 (pruned)
+            assert (fit is None) == (t.user_attrs.get("pruned_by") == "budget")
+            assert fit is None or Arch.from_dict(t.user_attrs["arch"]) == fit
     assert "filled to the budget" in report and "widths scaled by the largest one factor" in report
     verify = json.loads((folder / "verify.json").read_text())
     assert [r["seed"] for r in verify["runs"]] == [0, 1]

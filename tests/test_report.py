@@ -9,8 +9,8 @@ from budgetnas.search.cli import main
 from budgetnas.search.runner import run
 from budgetnas.search.select import best_trial
 from budgetnas.search.train import Engine
-from budgetnas.space import Arch, Conv, Pool, Recipe
-from tests.conftest import cfg
+from budgetnas.space import Arch, Conv, Pool, Recipe, SpaceConfig
+from tests.conftest import cfg, filled_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +48,17 @@ def test_report_names_the_warm_started_trial(data_root, tmp_path, scripted_searc
     main(["report", "--study", "w"])
     report = (tmp_path / "studies/w/REPORT.md").read_text()
     assert "Trial 0, warm-started from warm.json, has" in report
+
+
+def test_a_filling_search_trains_filled_models_and_says_so(data_root, tmp_path, scripted_search):
+    study = run(cfg(data_root, name="f", storage="sqlite:///studies/f.db", trials=4, epochs=1, fill=True),
+                engine=Engine("cpu"))
+    c = study.user_attrs["config"]
+    trained = [t for t in study.trials if t.user_attrs.get("history")]
+    assert trained and all(Arch.from_dict(t.user_attrs["arch"]) == filled_sample(t, SpaceConfig.from_dict(c["space"]),
+                                                                               1, c["budget"]) for t in trained)
+    main(["report", "--study", "f"])
+    assert "widths scaled by the largest one factor within the budget" in (tmp_path / "studies/f/REPORT.md").read_text()
 
 
 def test_report_has_a_section_per_verified_candidate(small_study, data_root, tmp_path, capsys):

@@ -22,8 +22,8 @@ from budgetnas.search.study import (
     open_study,
 )
 from budgetnas.search.train import Engine
-from budgetnas.space import Arch, SpaceConfig, count_params, min_params, params_of, sample_arch, scale_to_budget
-from tests.conftest import SMALL, cfg, random_archs
+from budgetnas.space import Arch, SpaceConfig, count_params, min_params, params_of
+from tests.conftest import SMALL, cfg, filled_sample, random_archs
 
 # A small space so that tiny trials train in about a second on synthetic data.
 
@@ -61,8 +61,7 @@ def test_a_filling_study_trains_each_sample_scaled_to_the_budget():
     assert sum(t.user_attrs.get("pruned_by") == "budget" for t in plain) >= 10  # what fill saves
     assert [t.params for t in plain] == [t.params for t in full]  # the same samples
     for t in full:
-        sampled = sample_arch(optuna.trial.FixedTrial(t.params), space, 15)
-        assert t.state == TrialState.COMPLETE and Arch.from_dict(t.user_attrs["arch"]) == scale_to_budget(sampled, 6000)
+        assert t.state == TrialState.COMPLETE and Arch.from_dict(t.user_attrs["arch"]) == filled_sample(t, space, 15, 6000)
         assert t.user_attrs["params"] <= 6000
     used = [t.user_attrs["params"] / 6000 for t in full]  # a flatten head's last width comes in coarse steps
     short = [t.user_attrs["params"] / 6000 for t in plain if t.state == TrialState.COMPLETE]
