@@ -216,7 +216,7 @@ def replan(p: dict, cfg: DrillConfig, stage: str, now: float, full_s: float) -> 
 
 # ----------------------------------------------------------------------------- warm starts
 def filled(arch: Arch, budget: int) -> Arch:
-    """Explore's pick as Narrow also tries it: widened to fill the budget (Explore's low fidelity
+    """Explore's pick as Narrow starts from it: widened to fill the budget (Explore's low fidelity
     favours small, fast-converging models: the three 7k drills picked 5,404-5,608 of 7,000
     parameters, both models that pass use 6,960-7,570) and with the weight average on, which
     costs no parameter (docs/design.md; +0.03 point min last-3 test on mnist-7k's trial 16)."""

@@ -26,12 +26,12 @@ def scale_to_budget(arch: Arch, budget: int) -> Arch | None:
     at least 2) that keeps it within the budget; None if even width 2 does not fit. A depthwise
     conv keeps one group a channel."""
 
-    def widened(b: Conv, f: float) -> Conv:
+    def scaled_conv(b: Conv, f: float) -> Conv:
         out = max(2, 2 * round(b.out * f / 2))
         return replace(b, out=out, groups=out if b.groups > 1 else 1)
 
     for f in (x / 100 for x in range(400, 4, -1)):
-        scaled = replace(arch, blocks=tuple(widened(b, f) if isinstance(b, Conv) else b for b in arch.blocks))
+        scaled = replace(arch, blocks=tuple(scaled_conv(b, f) if isinstance(b, Conv) else b for b in arch.blocks))
         if count_params(scaled) <= budget:
             return scaled
     return None
