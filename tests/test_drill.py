@@ -18,6 +18,7 @@ from filelock import FileLock
 
 from budgetnas import baselines
 from budgetnas.search import data as D
+from budgetnas.search import drill as drill_module
 from budgetnas.search import race as R
 from budgetnas.search.drill import (
     FILL_EMA,
@@ -183,6 +184,28 @@ def test_a_full_training_is_costed_from_steady_epochs_plus_a_start_up():
     full = full_training_from([pruned, pruned, done, [{"seconds": 5.0}]], images=1000, epochs=15, n_train=5000)
     assert full == pytest.approx(30.0 + 15 * 50.0)  # not the per-trial average, which the start-up inflates
     assert full_training_from([[{"seconds": 5.0}]], 1000, 15, 5000) is None
+
+
+def test_a_stage_starts_no_training_that_cannot_end_in_its_time(tmp_path, monkeypatch):
+    """Optuna's timeout only stops trials from starting, so a stage's is its end less one training."""
+    monkeypatch.chdir(tmp_path)
+    drill = Drill(DrillConfig(name="t", budget=5000, workers=1), log=lambda line: None)
+    drill.clock = type("Clock", (), {"now": lambda self: 600.0})()
+    done = optuna.create_study(direction="maximize")
+    done.add_trial(optuna.trial.create_trial(value=99.0))
+    timeouts = []
+
+    def run_workers(cfg, workers, engine, callbacks):
+        timeouts.append(cfg.timeout)
+        return done
+
+    monkeypatch.setattr(drill_module, "run_workers", run_workers)
+    cfg = drill.stage_cfg("narrow")
+    drill._run_study(cfg, end=2000.0, planned=3, training_s=400.0)
+    assert timeouts == [1000.0]  # 2000 - 400 - 600
+    monkeypatch.setattr(drill_module, "open_study", lambda cfg, storage: optuna.create_study())
+    drill._run_study(cfg, end=900.0, planned=3, training_s=400.0)  # none can end in time and none has completed:
+    assert timeouts == [1000.0, None]  # one more per worker, as a stage that completes nothing would
 
 
 def test_the_plan_times_models_drawn_from_the_default_space_within_the_budget(data_root):
