@@ -344,12 +344,14 @@ class Drill:
                  f"x {n_train:,} images until {p['narrow_end'] / 60:.1f}, race until {p['race_end'] / 60:.1f}, then "
                  f"verify (about {p['verify_s'] / 60:.1f} min); one full training about {p['full_training_s'] / 60:.1f} min")
 
-    def _run_study(self, cfg: StudyConfig, end: float, planned: int, training_s: float) -> optuna.Study:
-        """Trials while one of `training_s` seconds can still end by `end` on the clock (Optuna's
-        timeout only stops trials from starting: mnist-drill-7k-6's last Narrow trial began 14 s
-        before its end and took the race's 13 minutes); then, while none has completed, one more
-        per worker (ten rounds at most: a stage that completes nothing has nothing to hand on)."""
+    def _run_study(self, cfg: StudyConfig, start: float, end: float, training_s: float) -> optuna.Study:
+        """The stage from `start` to `end` on the clock, planned in trainings of `training_s` seconds:
+        trials while one can still end by `end` (Optuna's timeout only stops trials from starting:
+        mnist-drill-7k-6's last Narrow trial began 14 s before its end and took the race's 13
+        minutes); then, while none has completed, one more per worker (ten rounds at most: a stage
+        that completes nothing has nothing to hand on)."""
         left = end - training_s - self.clock.now()
+        planned = max(1, round((end - start) * self.cfg.n_workers / max(1e-9, training_s)))
         for attempt in range(11):
             progress = StageProgress(cfg.name, planned, time.time() + max(0.0, left),
                                      time.time() + self.cfg.hours * 3600 - self.clock.now(), self.cfg.hours)
@@ -368,9 +370,7 @@ class Drill:
         p = self.get("plan")
         cfg = self.stage_cfg("explore", epochs=p["explore_epochs"], subset=p["explore_images"], space=SpaceConfig())
         cfg = replace(cfg, warm_from=warm_files(self.cfg, load_data(cfg)))
-        self._run_study(cfg, p["explore_end"], planned=round(p["explore_end"] * self.cfg.n_workers
-                                                             / max(1e-9, p["explore_training_s"])),
-                        training_s=p["explore_training_s"])
+        self._run_study(cfg, 0.0, p["explore_end"], training_s=p["explore_training_s"])
 
     def measure(self, stage: str, full_s: float) -> dict:
         """Re-plan once, as `stage` starts, from what trainings really took."""
@@ -414,8 +414,7 @@ class Drill:
         cfg = self.stage_cfg("narrow", epochs=self.cfg.epochs, subset=self.cfg.subset, warm_start=True, fill=True,
                              warm_from=tuple(got["warm"]), space=SpaceConfig.from_dict(got["space"]))
         training = p.get("measured", {}).get("narrow", p["full_training_s"])  # the re-plan's, if Explore measured one
-        planned = max(1, round((p["narrow_end"] - p["explore_end"]) * self.cfg.n_workers / max(1e-9, training)))
-        self._run_study(cfg, p["narrow_end"], planned, training_s=training)
+        self._run_study(cfg, p["explore_end"], p["narrow_end"], training_s=training)
 
     def race(self) -> None:
         c = self.cfg

@@ -201,10 +201,10 @@ def test_a_stage_starts_no_training_that_cannot_end_in_its_time(tmp_path, monkey
 
     monkeypatch.setattr(drill_module, "run_workers", run_workers)
     cfg = drill.stage_cfg("narrow")
-    drill._run_study(cfg, end=2000.0, planned=3, training_s=400.0)
+    drill._run_study(cfg, start=0.0, end=2000.0, training_s=400.0)
     assert timeouts == [1000.0]  # 2000 - 400 - 600
     monkeypatch.setattr(drill_module, "open_study", lambda cfg, storage: optuna.create_study())
-    drill._run_study(cfg, end=900.0, planned=3, training_s=400.0)  # none can end in time and none has completed:
+    drill._run_study(cfg, start=0.0, end=900.0, training_s=400.0)  # none can end in time and none has completed:
     assert timeouts == [1000.0, None]  # one more per worker, as a stage that completes nothing would
 
 
