@@ -13,7 +13,7 @@ import torch
 
 from budgetnas.search.drill import DrillConfig
 from budgetnas.search.flags import add_fields, given
-from budgetnas.search.study import StudyConfig
+from budgetnas.search.study import PRUNERS, StudyConfig
 from budgetnas.space.errors import BadInput
 
 EXIT_USAGE = 2  # bad input: a path, a file, a value; one line on stderr
@@ -320,7 +320,7 @@ def cmd_pruners(args) -> None:
     from budgetnas.search import pruners
 
     study = load_existing_study(args.study, args.storage)
-    rows = [pruners.replay(study, p) for p in ("none", "median", "halving", "hyperband")]
+    rows = [pruners.replay(study, p) for p in ("none", *(p for p in PRUNERS if p != "none"))]
     print(f"replay of {rows[0]['trials']} fully trained trials of {args.study!r}, epoch by epoch:")
     print(pruners.table(rows))
 

@@ -54,6 +54,7 @@ TIMED_SAMPLES = 3  # models drawn from the default space and timed for the plan:
 VERIFY_ENGINE_PRECISION = "fp32"  # verify trains as the exported module does: fp32, eager
 FILL_EMA = 0.998  # the weight average of Narrow's filled warm starts (docs/design.md)
 FILLED = "-filled"  # the stem suffix of a filled warm start's Arch JSON (explore-trialN-filled.json)
+PRUNER = "median-by-schedule"  # a one-cycle run is judged against one-cycle runs (search/study.py)
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,8 @@ class Drill:
     def stage_cfg(self, stage: str, **kw) -> StudyConfig:
         c = self.cfg
         return StudyConfig(name=f"{c.name}/{stage}", budget=c.budget, trials=1_000_000, dataset=c.dataset,
-                           data_dir=c.data_dir, val_size=c.val_size, seed=c.seed, storage=c.storage_url, **kw)
+                           data_dir=c.data_dir, val_size=c.val_size, seed=c.seed, storage=c.storage_url,
+                           pruner=PRUNER, **kw)
 
     # -- the stages
     def run(self) -> dict:

@@ -31,6 +31,15 @@ def trained(study: optuna.Study | None) -> list:
     return [] if study is None else [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("history")]
 
 
+def by_schedule(study: optuna.Study) -> str:
+    """Trained trials by LR schedule: how many ran to the end (a pruner's bias shows here)."""
+    runs: dict[str, list] = {}
+    for t in trained(study):
+        runs.setdefault(Arch.from_dict(t.user_attrs["arch"]).recipe.schedule, []).append(t.state == optuna.trial.TrialState.COMPLETE)
+    return "Trained, by LR schedule: " + "; ".join(
+        f"{name} {len(ends)} ({sum(ends)} completed)" for name, ends in sorted(runs.items())) + "."
+
+
 def study_results(study: optuna.Study) -> list[str]:
     counts = prune_counts(study)
     done = completed(study)
@@ -39,6 +48,7 @@ def study_results(study: optuna.Study) -> list[str]:
              "|---:|---:|---:|---:|---:|---:|---:|",
              (f"| {len(study.trials)} | {len(trained(study))} | {len(done)} | {counts['over budget']} | "
               f"{counts['early (pruner)']} | {counts['diverged']} | {seconds_spent(study) / 60:.1f} min |"), "",
+             by_schedule(study), "",
              "The best five by validation (mean of the last 3 epochs):", "",
              "| trial | params | val | model |", "|---:|---:|---:|---|"]
     lines += [f"| {t.number} | {t.user_attrs['params']:,} | {val_acc(t):.2f}% | "

@@ -24,7 +24,8 @@ def replay(study: optuna.Study, pruner: str, top: int = 5) -> dict:
     replayed = optuna.create_study(direction="maximize", pruner=make_pruner(StudyConfig(pruner=pruner, epochs=epochs)))
     trained, killed = 0, set()
     for t in trials:
-        live = replayed.ask()
+        replayed.enqueue_trial(t.params)  # the same params: a pruner may compare by them
+        live = replayed.ask(t.distributions)
         for record in t.user_attrs["history"]:
             live.report(record["val_acc"], record["epoch"])
             trained += 1
@@ -42,7 +43,7 @@ def replay(study: optuna.Study, pruner: str, top: int = 5) -> dict:
 
 
 def table(rows: list[dict], top: int = 5) -> str:
-    lines = [f"{'pruner':<10} {'epochs trained':>15} {'of full':>8} {f'top-{top} kept':>10} {'best kept':>10}"]
-    lines += [f"{r['pruner']:<10} {r['epochs_trained']:>15} {r['cost']:>8.0%} {r[f'top{top}_kept']:>10} "
+    lines = [f"{'pruner':<18} {'epochs trained':>15} {'of full':>8} {f'top-{top} kept':>10} {'best kept':>10}"]
+    lines += [f"{r['pruner']:<18} {r['epochs_trained']:>15} {r['cost']:>8.0%} {r[f'top{top}_kept']:>10} "
               f"{'yes' if r['best_kept'] else 'no':>10}" for r in rows]
     return "\n".join(lines)

@@ -30,7 +30,7 @@ from budgetnas.space.errors import BadInput
 from budgetnas.space.sample import fits, params_in
 
 OBJECTIVES = ("accuracy", "pareto")
-PRUNERS = ("median", "halving", "hyperband", "none")
+PRUNERS = ("median", "median-by-schedule", "halving", "hyperband", "none")
 FINGERPRINT = "budgetnas"  # study user attribute holding what the study was created with
 ADDED_SINCE = {"val_split": "random", "fill": False}  # fingerprint settings added after the first studies: what they meant
 
@@ -59,7 +59,7 @@ class StudyConfig:
     timeout: float | None = None  # stop starting new trials after this many seconds
     epochs: int = 15  # training epochs per trial (the fidelity)
     objective: str = "accuracy"  # accuracy: max val acc | pareto: max val acc, min params
-    pruner: str = "median"  # early stopping of hopeless trials (accuracy objective only)
+    pruner: str = "median"  # median | median-by-schedule | halving | hyperband | none: early stopping (accuracy objective)
     seed: int = 0  # sampler seed; trial k trains with a seed derived from (seed, k)
     dataset: str = "mnist"  # mnist | fashion-mnist | kmnist, or a path: your own .npz, image folder or IDX folder
     data_dir: str | None = None  # data root; default $BUDGETNAS_DATA, else ./data
@@ -183,10 +183,39 @@ def make_sampler(cfg: StudyConfig, worker: int = 0, resumed_at: int = 0) -> optu
                                           multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
 
 
+class SameSchedule:
+    """The study as a pruner sees it, holding only the trials trained on one LR schedule."""
+
+    def __init__(self, study: optuna.Study, schedule):
+        self.study, self.schedule, self.direction = study, schedule, study.direction
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:
+        return [t for t in self.study.get_trials(deepcopy=deepcopy, states=states)
+                if t.params.get("schedule") == self.schedule]
+
+
+class MedianBySchedule(optuna.pruners.BasePruner):
+    """Optuna's median rule, a trial judged only against completed trials of its own LR schedule.
+
+    A one-cycle run sits below a constant-rate one until its rate comes down in the last
+    epochs, so the plain median, over every completed trial, stops it early whatever it
+    would have become (`budgetnas report` counts each stage's stopped trials by schedule).
+    Optuna's pruners cannot be told whom to compare with, so MedianPruner is handed a view of
+    the study that holds only the trial's peers; with fewer than its start-up count of them
+    it stops nothing."""
+
+    def __init__(self, median: optuna.pruners.MedianPruner):
+        self.median = median
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return self.median.prune(SameSchedule(study, trial.params.get("schedule")), trial)
+
+
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
-    if cfg.pruner == "median":  # compare each epoch with the median of earlier trials at that epoch
+    if cfg.pruner in ("median", "median-by-schedule"):  # each epoch against the median of earlier trials
         # the first epochs of a one-cycle run are noisy: no verdict before epoch 2 (epoch 1 in short runs)
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min(2, max(1, cfg.epochs // 3)))
+        median = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min(2, max(1, cfg.epochs // 3)))
+        return median if cfg.pruner == "median" else MedianBySchedule(median)
     if cfg.pruner == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
     if cfg.pruner == "hyperband":

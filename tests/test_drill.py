@@ -297,6 +297,10 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(tiny_d
     for section in ("## 1. Explore", "## 2. Narrow", "## 3. Race", "## 4. Verify"):
         assert section in report
     assert report.count("**Target.**") == 4 and report.count("**Analysis.**") == 4
+    assert report.count("Trained, by LR schedule: ") == 2  # Explore's and Narrow's
+    for stage in ("explore", "narrow"):  # a one-cycle run faces one-cycle runs (search/study.py)
+        assert optuna.load_study(study_name=f"d/{stage}", storage=make_storage(cfg.storage_url)
+                                 ).user_attrs["config"]["pruner"] == "median-by-schedule"
     study = optuna.load_study(study_name="d", storage=make_storage(cfg.storage_url))
     assert study.user_attrs["done"] == ["explore", "narrow", "race", "verify"]
     narrow = optuna.load_study(study_name="d/narrow", storage=make_storage(cfg.storage_url))

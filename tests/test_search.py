@@ -111,6 +111,39 @@ def test_median_pruner_stops_a_hopeless_trial():
     assert t.should_prune()
 
 
+ONE_CYCLE = [92.0, 96.5, 98.0, 98.5, 99.0, 99.3]  # low while the rate is high, best at the end
+CONSTANT = [98.5, 98.9, 99.0, 99.1, 99.1, 99.2]  # high early, flat
+
+
+def curve_trial(study, schedule: str, curve: list[float]):
+    """A trial on `schedule` that reports `curve` epoch by epoch; True if the pruner stopped it."""
+    study.enqueue_trial({"schedule": schedule})
+    t = study.ask({"schedule": optuna.distributions.CategoricalDistribution(["none", "onecycle"])})
+    for epoch, acc in enumerate(curve, 1):
+        t.report(acc, epoch)
+        if t.should_prune():
+            study.tell(t, state=TrialState.PRUNED)
+            return True
+    study.tell(t, curve[-1])
+    return False
+
+
+@pytest.mark.parametrize("pruner", ["median", "median-by-schedule"])
+def test_median_by_schedule_judges_a_one_cycle_run_against_one_cycle_runs(pruner):
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(StudyConfig(pruner=pruner, epochs=6)))
+    for _ in range(5):
+        assert not curve_trial(study, "none", CONSTANT)  # the first five: no verdict yet
+    # a one-cycle run that ends above every constant one: the plain median stops it at epoch 2
+    stopped = curve_trial(study, "onecycle", [acc + 0.05 for acc in ONE_CYCLE])
+    assert stopped == (pruner == "median")
+    if pruner == "median-by-schedule":
+        for _ in range(4):  # five one-cycle peers now: one clearly behind them is stopped
+            assert not curve_trial(study, "onecycle", ONE_CYCLE)
+        assert curve_trial(study, "onecycle", [acc - 1.0 for acc in ONE_CYCLE])
+        assert not curve_trial(study, "onecycle", [acc + 0.05 for acc in ONE_CYCLE])
+        assert curve_trial(study, "none", [acc - 0.5 for acc in CONSTANT])  # and constant runs still face theirs
+
+
 def test_small_search_stores_everything_and_resumes(data_root):
     c = cfg(data_root)
     study = run(c, engine=Engine("cpu"))
