@@ -31,6 +31,12 @@ def trained(study: optuna.Study | None) -> list:
     return [] if study is None else [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("history")]
 
 
+def pruning_words(study: optuna.Study) -> str:
+    pruner = study.user_attrs.get("config", {}).get("pruner")
+    return {"median": "the median rule", "median-by-schedule": "the median rule among trials of their own LR schedule"
+            }.get(pruner, f"the {pruner} pruner")
+
+
 def by_schedule(study: optuna.Study) -> str:
     """Trained trials by LR schedule: how many ran to the end (a pruner's bias shows here)."""
     runs: dict[str, list] = {}
@@ -114,7 +120,7 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
                    f"{plan.get('explore_images', 0):,} training images a trial (about "
                    f"{plan.get('explore_training_s', 0) / 60:.1f} min each, against "
                    f"{plan.get('full_training_s', 0) / 60:.1f} min at full fidelity). Over-budget models are pruned "
-                   "before training, hopeless ones by the median rule; the baselines that fit, and those that do "
+                   f"before training, hopeless ones by {pruning_words(explore)}; the baselines that fit, and those that do "
                    "not shrunk to the budget, are tried first."), "", "**Results.**", ""]
         lines += study_results(explore) + ["![explore](explore-front.png)", ""]
         space = a.get("space")
@@ -167,13 +173,16 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
                        f"{describe(Arch.from_dict(choice['arch']))}."), ""]
     if verify:
         v, runs = verify["verdict"], verify["runs"]
+        engine = verify.get("engine", {})
+        device_flag = f" --device {engine['device']}" if engine.get("device", "auto") != "auto" else ""
         plot_verify_curves(verify, folder / "verify.png")
         lines += ["## 4. Verify", "",
                   (f"**Target.** The pick, exported as `best.py`, retrained from scratch by its recipe on all training "
                    f"images, tested after every epoch, seeds 0-{len(runs) - 1}: "
                    + (f"PASS if every one of the last 3 epochs of every seed reaches {bar}%."
                       if bar is not None else "no bar given, so no verdict.")
-                   + f" The same runs as `budgetnas verify {verify['target']} --seeds {len(runs)}`."), "",
+                   + f" The same runs as `budgetnas verify {verify['target']} --seeds {len(runs)}{device_flag}` "
+                   f"(torch {verify.get('torch')}, device {engine.get('device')}, {engine.get('precision')})."), "",
                   "**Results.**", "", "| seed | params | best test | last-3 test | min last-3 | s/epoch |",
                   "|---:|---:|---:|---|---:|---:|"]
         lines += [f"| {r['seed']} | {r['params']:,} | {r['best_test']:.2f}% | "
