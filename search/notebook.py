@@ -39,11 +39,12 @@ def pruning_words(study: optuna.Study) -> str:
 
 def by_schedule(study: optuna.Study) -> str:
     """Trained trials by LR schedule: how many ran to the end (a pruner's bias shows here)."""
-    runs: dict[str, list] = {}
+    ran_to_end: dict[str, list[bool]] = {}
     for t in trained(study):
-        runs.setdefault(Arch.from_dict(t.user_attrs["arch"]).recipe.schedule, []).append(t.state == optuna.trial.TrialState.COMPLETE)
+        schedule = Arch.from_dict(t.user_attrs["arch"]).recipe.schedule
+        ran_to_end.setdefault(schedule, []).append(t.state == optuna.trial.TrialState.COMPLETE)
     return "Trained, by LR schedule: " + "; ".join(
-        f"{name} {len(ends)} ({sum(ends)} completed)" for name, ends in sorted(runs.items())) + "."
+        f"{name} {len(ends)} ({sum(ends)} completed)" for name, ends in sorted(ran_to_end.items())) + "."
 
 
 def study_results(study: optuna.Study) -> list[str]:

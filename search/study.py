@@ -199,7 +199,7 @@ class MedianBySchedule(optuna.pruners.BasePruner):
 
     A one-cycle run sits below a constant-rate one until its rate comes down in the last
     epochs, so the plain median, over every completed trial, stops it early whatever it
-    would have become (`budgetnas report` counts each stage's stopped trials by schedule).
+    would have become (a drill's notebook counts each stage's trainings by schedule).
     Optuna's pruners cannot be told whom to compare with, so MedianPruner is handed a view of
     the study that holds only the trial's peers; with fewer than its start-up count of them
     it stops nothing."""
