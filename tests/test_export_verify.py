@@ -148,16 +148,18 @@ def test_text_from_a_study_cannot_become_code_in_the_module(tmp_path, name):
     assert not (tmp_path / "INJECTED").exists()
 
 
-def test_the_headline_module_is_what_render_makes_of_its_arch():
-    """The one committed module (README's headline) is the current template's rendering of its Arch:
-    a change to the loop, the reader or the template shows here until it is rendered again
-    (`budgetnas render studies/mnist-tail/best.json`)."""
+@pytest.mark.parametrize("study", ["mnist-drill-7k-gpu", "mnist-tail"])
+def test_a_headline_module_is_what_render_makes_of_its_arch(study):
+    """The headline modules are the current template's rendering of their Arch below the docstring
+    (which carries where each came from): a change to the loop, the reader or the template shows
+    here until they are rendered again (`budgetnas render studies/NAME/best.json`)."""
     from pathlib import Path
 
     from budgetnas.search.render import render_file
 
-    folder = Path(__file__).resolve().parent.parent / "studies" / "mnist-tail"
-    assert render_file(folder / "best.json") == (folder / "best.py").read_text()
+    folder = Path(__file__).resolve().parent.parent / "studies" / study
+    made, committed = render_file(folder / "best.json"), (folder / "best.py").read_text()
+    assert made.split('"""', 2)[2] == committed.split('"""', 2)[2]  # all below the docstring
 
 
 def test_each_committed_arch_is_the_model_its_records_name():
@@ -183,17 +185,19 @@ def test_each_committed_arch_is_the_model_its_records_name():
     assert checked >= 18
 
 
-def test_the_headline_numbers_are_those_its_verify_json_records():
-    """README's headline line is verify's own line for the committed verify.json, not typed by hand."""
+@pytest.mark.parametrize("study, docs", [("mnist-drill-7k-gpu", ("README.md", "studies/README.md")),
+                                         ("mnist-tail", ("studies/README.md",))])
+def test_the_headline_numbers_are_those_its_verify_json_records(study, docs):
+    """A headline verify line is verify's own line for the committed verify.json, not typed by hand."""
     from pathlib import Path
 
     from budgetnas.search.verify import verdict_line
 
     root = Path(__file__).resolve().parent.parent
-    record = json.loads((root / "studies" / "mnist-tail" / "verify.json").read_text())
+    record = json.loads((root / "studies" / study / "verify.json").read_text())
     line = verdict_line(record["verdict"], record["runs"][0]["params"])
     assert line.startswith("PASS")
-    for doc in ("README.md", "studies/README.md"):
+    for doc in docs:
         assert f"# {line}" in (root / doc).read_text(), doc
 
 
