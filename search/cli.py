@@ -320,7 +320,7 @@ def cmd_pruners(args) -> None:
     from budgetnas.search import pruners
 
     study = load_existing_study(args.study, args.storage)
-    rows = [pruners.replay(study, p) for p in ("none", *(p for p in PRUNERS if p != "none"))]
+    rows = [pruners.replay(study, p) for p in sorted(PRUNERS, key=lambda p: p != "none")]  # none first: the baseline row
     print(f"replay of {rows[0]['trials']} fully trained trials of {args.study!r}, epoch by epoch:")
     print(pruners.table(rows))
 

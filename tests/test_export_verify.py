@@ -185,17 +185,17 @@ def test_each_committed_arch_is_the_model_its_records_name():
     assert checked >= 18
 
 
-@pytest.mark.parametrize("record, docs", [("mnist-drill-7k-gpu/verify.json", ("README.md", "studies/README.md")),
+@pytest.mark.parametrize("path, docs", [("mnist-drill-7k-gpu/verify.json", ("README.md", "studies/README.md")),
                                           ("mnist-drill-7k-gpu/verify-cpu.json", ("README.md", "studies/README.md")),
                                           ("mnist-tail/verify.json", ("studies/README.md",))])
-def test_the_headline_numbers_are_those_its_verify_json_records(record, docs):
+def test_the_headline_numbers_are_those_its_verify_json_records(path, docs):
     """A headline verify line is verify's own line for the committed verify JSON, not typed by hand."""
     from pathlib import Path
 
     from budgetnas.search.verify import verdict_line
 
     root = Path(__file__).resolve().parent.parent
-    record = json.loads((root / "studies" / record).read_text())
+    record = json.loads((root / "studies" / path).read_text())
     line = verdict_line(record["verdict"], record["runs"][0]["params"])
     assert line.startswith("PASS")
     for doc in docs:
