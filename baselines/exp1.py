@@ -1,6 +1,6 @@
 """Experiment 1 — the skeleton: a plain conv stack that learns, with no tricks."""
 
-from budgetnas.space import Arch, Conv, Pool, Recipe
+from ..space import Arch, Conv, Pool, Recipe
 
 TARGET = (
     "Get the set-up right: data, loop, evaluation. A plain two-stage conv stack, "

@@ -1,6 +1,6 @@
 """Experiment 2 — lighter, with BatchNorm."""
 
-from budgetnas.space import Arch, Conv, Pool, Recipe
+from ..space import Arch, Conv, Pool, Recipe
 
 TARGET = (
     "Same skeleton, fewer channels (under 10k parameters), and BatchNorm after every "

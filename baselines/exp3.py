@@ -1,6 +1,6 @@
 """Experiment 3 — regularisation, GAP head and augmentation."""
 
-from budgetnas.space import Arch, Conv, Pool, Recipe
+from ..space import Arch, Conv, Pool, Recipe
 
 TARGET = (
     "Move the parameters from the head into the convolutions: a GAP head (global average "

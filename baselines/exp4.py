@@ -2,8 +2,8 @@
 
 from dataclasses import replace
 
-from budgetnas.baselines.exp3 import ARCH as EXP3
-from budgetnas.space import Arch
+from ..space import Arch
+from .exp3 import ARCH as EXP3
 
 TARGET = (
     "Keep exp3's convolutions and GAP head. exp3 trained below its test accuracy: at this size "

@@ -11,31 +11,52 @@ from pathlib import Path
 
 import torch
 
-from budgetnas.search.drill import DrillConfig
-from budgetnas.search.flags import add_fields, given
-from budgetnas.search.study import PRUNERS, StudyConfig
-from budgetnas.space.errors import BadInput
+from ..space.errors import BadInput
+from .drill.config import DrillConfig
+from .engine.results import studies_root
+from .flags import add_fields, given
+from .study.config import PRUNERS, StudyConfig
 
 EXIT_USAGE = 2  # bad input: a path, a file, a value; one line on stderr
 EXIT_BUG = 70  # an internal error (BSD's EX_SOFTWARE): a bug in budgetnas, reported with its traceback
-STUDIES_DIR = Path("studies")
 
 
 class UserError(BadInput):
     """Bad input from the user; printed as one line, exit code 2."""
 
 
-class Renamed(argparse.Action):
-    """A flag's old spelling, kept for one release: it sets the new flag and says so on stderr."""
+def at_least(low: int):
+    """An argparse type: a whole number >= `low` (a flag's domain, stated beside the flag)."""
+    def whole(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, but got {text!r}") from None
+        if n < low:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, but got {n}")
+        return n
+    return whole
 
-    def __init__(self, *args, new: str, **kw):
-        self.new = new
-        super().__init__(*args, **kw)
 
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"budgetnas: warning: {option_string} is now {self.new}; the old spelling goes in the next release",
-              file=sys.stderr)
-        setattr(namespace, self.dest, values)
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1-65535."""
+    n = at_least(1)(text)
+    if n > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port in 1-65535, but got {n}")
+    return n
+
+
+def within(low: float, high: float):
+    """An argparse type: a finite number in [low, high]."""
+    def number(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number in [{low:g}, {high:g}], but got {text!r}") from None
+        if not low <= x <= high:  # NaN fails too
+            raise argparse.ArgumentTypeError(f"must be a number in [{low:g}, {high:g}], but got {text}")
+        return x
+    return number
 
 
 def writable(path: str | Path | None) -> Path | None:
@@ -67,7 +88,7 @@ def add_data_args(p: argparse.ArgumentParser, dataset: bool = True, data_dir: bo
                        "test/<class>/) or a folder of IDX files")
     if data_dir:
         p.add_argument("--data-dir", default=None, help="data root (default: $BUDGETNAS_DATA, else ./data)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--threads", type=at_least(1), default=None, help="CPU threads for torch (default: all cores)")
 
 
 def add_engine_args(p: argparse.ArgumentParser, certify: bool) -> None:
@@ -84,7 +105,7 @@ def add_engine_args(p: argparse.ArgumentParser, certify: bool) -> None:
 
 
 def engine_of(args):
-    from budgetnas.search.train import Engine
+    from .engine.train import Engine
 
     return Engine(args.device, args.precision, args.compile).pinned()
 
@@ -100,7 +121,7 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
 def resolve_study_args(args) -> None:
     """Name and storage from --config, as `search` took them; flags win."""
     if args.study_config:
-        from budgetnas.search.study import load_config
+        from .study.config import load_config
 
         cfg = load_config(args.study_config)
         args.study, args.storage = args.study or cfg.name, args.storage or cfg.storage_url
@@ -110,16 +131,17 @@ def resolve_study_args(args) -> None:
 
 # ----------------------------------------------------------------------------- baseline / verify
 def cmd_baseline(args) -> None:
-    from budgetnas import baselines
-    from budgetnas.search import data as D
-    from budgetnas.search.results import RESULTS_DIR, baseline_markdown, provenance, write_json
-    from budgetnas.search.verify import fit_to, load_candidate, run_seed, summarise
+    from .. import baselines
+    from .engine import data as D
+    from .engine.results import baseline_markdown, baselines_dir, provenance, write_json
+    from .engine.seeds import DataSpec, SeedRun, train_seeds
+    from .engine.verify import fit_to, load_candidate, summarise
 
-    engine = engine_of(args)
-    seeds = seed_list(args)
+    engine, label = engine_of(args), D.label(args.dataset)
+    root = baselines_dir(args.out)
     names = baselines.NAMES if args.name == "all" else (baselines.get(args.name).name,)
-    data = None if args.markdown_only else D.load(args.dataset, args.data_dir, val_size=0)
-    label = D.label(args.dataset)
+    spec = DataSpec(args.dataset, args.data_dir)
+    data = None if args.markdown_only else spec.load()
     for name in names if data is not None else ():
         try:
             cand = fit_to(load_candidate(name), data)
@@ -128,65 +150,54 @@ def cmd_baseline(args) -> None:
                 raise
             print(e)
             continue
-        for seed in seeds:
-            print(f"{name} seed {seed}: {cand.params:,} params, {args.dataset}, recipe {cand.recipe}")
-            history = run_seed(cand, data, seed, args.epochs, engine)
-            summary = summarise(history, cand.params)
-            path = RESULTS_DIR / label / f"{name}-seed{seed}.json"
-            run = {"baseline": name, "seed": seed, "dataset": args.dataset, "summary": summary,
-                   "arch": cand.arch.to_dict(), "history": history, **provenance(engine)}
-            write_json(path, run)
-            print(f"{name} seed {seed}: min last-3 test {summary['min_last3']:.2f}%  -> {path}")
-    md = baseline_markdown(label)
-    out = RESULTS_DIR.parent / ("RESULTS.md" if label == "mnist" else f"RESULTS-{label}.md")
-    out.write_text(md + "\n")
+        print(f"{name}: {cand.params:,} params, {args.dataset}, seeds 0-{args.seeds - 1}, recipe {cand.recipe}")
+        runs = [SeedRun(spec, seed, target=name, epochs=args.epochs) for seed in range(args.seeds)]
+        for record in train_seeds(runs, engine, args.jobs, log=print):
+            summary = summarise(record)
+            path = root / label / f"{name}-seed{record['seed']}.json"
+            write_json(path, {"baseline": name, "seed": record["seed"], "dataset": args.dataset,
+                              "summary": {k: v for k, v in summary.items() if k != "history"},
+                              "arch": cand.arch.to_dict(), "history": record["history"], **provenance(engine)})
+            print(f"{name} seed {record['seed']}: min last-3 test {summary['min_last3']:.2f}%  -> {path}")
+    out = root / ("RESULTS.md" if label == "mnist" else f"RESULTS-{label}.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(baseline_markdown(label, root) + "\n")
     print(f"wrote {out}")
-
-
-def seed_list(args) -> list[int]:
-    """`--seeds N` means seeds 0..N-1 in every command; the old list form (`--seeds 0 1 2`, `--seed S`)
-    still works for one release, with a warning."""
-    if getattr(args, "seed_list", None) is not None:
-        return args.seed_list
-    if len(args.seeds) > 1:
-        print("budgetnas: warning: --seeds A B ... is now --seeds N (seeds 0..N-1); the list form goes in the next "
-              "release", file=sys.stderr)
-        return args.seeds
-    if args.seeds[0] < 1:
-        raise UserError(f"--seeds is a number of seeds >= 1, but got {args.seeds[0]}.")
-    return list(range(args.seeds[0]))
 
 
 def cmd_verify(args) -> None:
     from pathlib import Path
 
-    from budgetnas.search import data as D
-    from budgetnas.search.results import provenance, write_json
-    from budgetnas.search.verify import fit_to, load_candidate, run_seeds, verdict, verdict_line
+    from .engine import data as D
+    from .engine.results import provenance, write_json
+    from .engine.seeds import DataSpec, SeedRun, train_seeds
+    from .engine.verify import distribution_line, fit_to, load_candidate, summarise, verdict, verdict_line
 
     writable(args.json)
     cand, engine = load_candidate(args.target), engine_of(args)  # a bad module is refused before the data is read
-    data = D.load(args.dataset, args.data_dir, val_size=0)  # a data error is one line here, not one per job
-    cand = fit_to(cand, data)
-    summaries = run_seeds(cand, data, range(args.seeds), args.epochs, engine, args.jobs,
-                          (args.target, args.dataset, args.data_dir))
+    spec = DataSpec(args.dataset, args.data_dir)
+    cand = fit_to(cand, spec.load())  # a data error is one line here, not one per job
+    runs = [SeedRun(spec, seed, target=args.target, epochs=args.epochs) for seed in range(args.seeds)]
+    summaries = sorted((summarise(r) for r in train_seeds(runs, engine, args.jobs, log=print)), key=lambda s: s["seed"])
     print(f"\n{'seed':>4} {'params':>7} {'best':>7} {'last-3 test accuracy':>26} {'min':>7}")
     for s in summaries:
         last3 = " ".join(f"{a:.2f}" for a in s["last3_test"])
-        print(f"{s['seed']:>4} {s['params']:>7} {s['best_test']:>6.2f}% {last3:>26} {s['min_last3']:>6.2f}%")
+        note = f"  diverged: {s['diverged']}" if s.get("diverged") else ""
+        print(f"{s['seed']:>4} {s['params']:>7} {s['best_test']:>6.2f}% {last3:>26} {s['min_last3']:>6.2f}%{note}")
     v = verdict(summaries, args.bar if args.bar is not None else D.default_bar(args.dataset))
     if args.json:
         write_json(Path(args.json), {"target": args.target, "verdict": v, "runs": summaries, **provenance(engine)})
     print(verdict_line(v, cand.params))
+    print(distribution_line(v))
     if v["passed"] is False:  # no bar, no verdict: not a failure
         sys.exit(1)
 
 
 # ----------------------------------------------------------------------------- search / status
 def cmd_search(args) -> None:
-    from budgetnas.search.runner import run_workers
-    from budgetnas.search.status import summary
-    from budgetnas.search.study import StudyConfig, load_config
+    from .report.status import summary
+    from .study.config import StudyConfig, load_config
+    from .study.workers import run_workers
 
     cfg = load_config(args.config, **given(args, StudyConfig))
     study = run_workers(cfg, args.workers, engine_of(args))
@@ -206,19 +217,20 @@ def dry_run_summary(study) -> str:
 
 
 def cmd_drill(args) -> None:
-    from budgetnas.search.drill import Drill, DrillConfig
-    from budgetnas.search.study import check_name
+    from .drill.run import Drill
+    from .report.notebook import write_drill_report
 
-    check_name(args.name)
     cfg = DrillConfig(**given(args, DrillConfig))
-    out = Drill(cfg, engine_of(args)).run()
-    if out["verdict"]["passed"] is False:
+    drill = Drill(cfg, engine_of(args))
+    out = drill.run()
+    print(f"wrote {write_drill_report(drill.study, cfg.folder)}")
+    if out.verdict["passed"] is False:
         sys.exit(1)
 
 
 def cmd_status(args) -> None:
-    from budgetnas.search.drill import KEY, drill_summary
-    from budgetnas.search.status import summary
+    from .drill.state import KEY
+    from .report.status import drill_summary, summary
 
     study = load_existing_study(args.study, args.storage)
     print(drill_summary(study) if KEY in study.user_attrs else summary(study))
@@ -226,9 +238,9 @@ def cmd_status(args) -> None:
 
 def existing_storage(name: str, url: str | None):
     """The storage of a study that must already exist; UserError otherwise."""
-    from budgetnas.search.storage import default_storage, make_storage, redact, storage_file
+    from .study.storage import default_storage, make_storage, redact, storage_file
 
-    drill_journal = STUDIES_DIR / name / "drill.journal"  # a drill's default storage
+    drill_journal = studies_root() / name / "drill.journal"  # a drill's default storage
     url = url or (f"journal:{drill_journal}" if drill_journal.is_file() else default_storage(name))
     path = storage_file(url)
     if path is not None and not path.exists():
@@ -245,8 +257,8 @@ def load_existing_study(name: str, url: str | None):
     """A study made by budgetnas (`search` or `drill`); UserError for any other."""
     import optuna
 
-    from budgetnas.search.drill import KEY
-    from budgetnas.search.study import FINGERPRINT
+    from .drill.state import KEY
+    from .study.config import FINGERPRINT
 
     study = optuna.load_study(study_name=name, storage=existing_storage(name, url))
     if FINGERPRINT not in study.user_attrs and KEY not in study.user_attrs and study.trials:
@@ -257,7 +269,7 @@ def load_existing_study(name: str, url: str | None):
 def cmd_render(args) -> None:
     from pathlib import Path
 
-    from budgetnas.search.render import render_file
+    from .engine.render import render_file
 
     out = writable(args.output or Path(args.arch).with_suffix(".py"))
     source = render_file(args.arch)
@@ -268,7 +280,7 @@ def cmd_render(args) -> None:
 def cmd_export(args) -> None:
     from pathlib import Path
 
-    from budgetnas.search.export import export
+    from .report.export import export
 
     writable(args.output)
     study = load_existing_study(args.study, args.storage)
@@ -277,30 +289,27 @@ def cmd_export(args) -> None:
 
 
 def cmd_confirm(args) -> None:
-    from budgetnas.search import confirm as C
+    from .study import confirm as C
 
-    if args.top < 1 or args.seeds < 1:
-        raise UserError(f"--top and --seeds must be >= 1, but got {args.top} and {args.seeds}.")
     study = load_existing_study(args.study, args.storage)
     C.candidates(study, args.top)  # nothing to confirm: say so before loading any data
-    C.confirm(study, C.study_data(study, args.data_dir), args.top, args.seeds, engine_of(args),
-              on_run=lambda n, seed, score: print(f"trial {n:>4} seed {seed}: val {score:.2f}% (mean of last 3)"),
-              progress=True)
+    C.confirm(study, C.study_data(study, args.data_dir), args.top, args.seeds, engine_of(args), args.jobs,
+              on_run=lambda n, seed, score: print(f"trial {n:>4} seed {seed}: val {score:.2f}% (mean of last 3)"))
     print(C.table(study))
 
 
 def cmd_report(args) -> None:
     from pathlib import Path
 
-    from budgetnas.search.drill import KEY
-    from budgetnas.search.notebook import write_drill_report
-    from budgetnas.search.report import write_report
+    from .drill.state import KEY
+    from .report.notebook import write_drill_report
+    from .report.study import write_report
 
     study = load_existing_study(args.study, args.storage)
     if KEY in study.user_attrs:  # a drill's notebook, from its storage and verify.json
-        print(f"wrote {write_drill_report(study, STUDIES_DIR / args.study)}")
+        print(f"wrote {write_drill_report(study, studies_root() / args.study)}")
         return
-    out = Path(args.output or f"studies/{args.study}/REPORT.md")
+    out = Path(args.output or studies_root() / args.study / "REPORT.md")
     # by default verify.json (the exported best) first, then the other candidates' verify-*.json
     verify = [Path(v) for v in args.verify] or sorted(out.parent.glob("verify*.json"),
                                                        key=lambda p: (p.stem != "verify", p.name))
@@ -317,7 +326,7 @@ def cmd_report(args) -> None:
 
 
 def cmd_pruners(args) -> None:
-    from budgetnas.search import pruners
+    from .study import pruners
 
     study = load_existing_study(args.study, args.storage)
     rows = [pruners.replay(study, p) for p in sorted(PRUNERS, key=lambda p: p != "none")]  # none first: the baseline row
@@ -328,8 +337,8 @@ def cmd_pruners(args) -> None:
 def cmd_dashboard(args) -> None:
     from optuna.artifacts import FileSystemArtifactStore
 
-    from budgetnas.search import dashboard
-    from budgetnas.search.runner import artifact_dir
+    from .report import dashboard
+    from .study.workers import artifact_dir
 
     storage = existing_storage(args.study, args.storage)
     if not dashboard.is_loopback(args.host):
@@ -355,10 +364,10 @@ def cmd_dashboard(args) -> None:
 def cmd_bench(args) -> None:
     from pathlib import Path
 
-    from budgetnas import baselines
-    from budgetnas.search.bench import run_bench, run_workers_bench, search_engine, table, workers_table
-    from budgetnas.search.results import provenance, write_json
-    from budgetnas.search.train import resolve_device
+    from .. import baselines
+    from .engine.bench import run_bench, run_workers_bench, search_engine, table, workers_table
+    from .engine.results import provenance, write_json
+    from .engine.train import resolve_device
 
     arch, cores = baselines.get(args.arch).arch, args.threads or os.cpu_count() or 1
     if args.workers:
@@ -379,17 +388,24 @@ def cmd_bench(args) -> None:
 
 
 # ----------------------------------------------------------------------------- parser
+class OneLineParser(argparse.ArgumentParser):
+    """Bad flags are one line and exit 2, as every other bad input (`--help` shows the usage)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="budgetnas", description="Architecture search for small CNNs under a parameter budget.")
+    p = OneLineParser(prog="budgetnas", description="Architecture search for small CNNs under a parameter budget.")
     p.set_defaults(prepare=lambda args: None)  # commands that name a study resolve it first (add_study_args)
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=OneLineParser)
 
     b = sub.add_parser("baseline", help="train a handwritten baseline (exp1..exp4 or all), test every epoch")
     b.add_argument("name", help="exp1..exp4 or all")
-    b.add_argument("--seeds", type=int, nargs="+", default=[1], help="number of seeds, 0..N-1, as in verify (default: 1)")
-    b.add_argument("--seed", type=int, dest="seed_list", nargs=1, action=Renamed, new="--seeds N (seeds 0..N-1)",
-                   help=argparse.SUPPRESS)
-    b.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    b.add_argument("--seeds", type=at_least(1), default=1, help="number of seeds, 0..N-1, as in verify (default: 1)")
+    b.add_argument("--epochs", type=at_least(1), default=None, help="override the recipe's epochs")
+    b.add_argument("--jobs", type=at_least(1), default=1, help="seeds trained in parallel processes (cores split)")
+    b.add_argument("--out", default=None, help="folder for the runs and RESULTS.md (default: studies/baselines)")
     b.add_argument("--markdown-only", action="store_true", help="only regenerate RESULTS.md from stored runs")
     add_data_args(b)
     add_engine_args(b, certify=True)
@@ -397,14 +413,13 @@ def parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="retrain a module, Arch JSON or baseline on all training images, test each epoch")
     v.add_argument("target", help="an exported .py module, an Arch .json, or a baseline by name (exp1..exp4)")
-    v.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default: 3)")
-    v.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (<= 15 for the course)")
-    v.add_argument("--bar", type=float, default=None,
+    v.add_argument("--seeds", type=at_least(1), default=3, help="number of seeds, 0..N-1 (default: 3)")
+    v.add_argument("--epochs", type=at_least(1), default=None, help="override the recipe's epochs (<= 15 for the course)")
+    v.add_argument("--bar", type=within(0, 100), default=None,
                    help="test accuracy (%%) each of the last 3 epochs of every seed must reach; default: the named "
                         "dataset's (mnist: the course's 99.40), else none (no verdict)")
-    v.add_argument("--target", dest="bar", type=float, action=Renamed, new="--bar", help=argparse.SUPPRESS)
     v.add_argument("--json", default=None, help="write per-seed results and the verdict here")
-    v.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes (cores split)")
+    v.add_argument("--jobs", type=at_least(1), default=1, help="seeds trained in parallel processes (cores split)")
     add_data_args(v)
     add_engine_args(v, certify=True)
     v.set_defaults(func=cmd_verify)
@@ -412,7 +427,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="run (or resume) a study: sample, count, prune, train")
     s.add_argument("--config", default=None, help="study file (TOML with [study] and [space] tables)")
     add_fields(s, StudyConfig, skip=("space",), rename={"name": "study"})
-    s.add_argument("--workers", type=int, default=None,
+    s.add_argument("--workers", type=at_least(1), default=None,
                    help="worker processes on this machine (default: one per core with a journal: or "
                         "postgresql:// storage, one with SQLite)")
     add_data_args(s, dataset=False, data_dir=False)
@@ -431,9 +446,9 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="write a trial's model as a standalone module")
     add_study_args(e)
-    e.add_argument("--trial", type=int, default=None, help="trial number (default: best by validation accuracy)")
-    e.add_argument("--params-max", type=int, default=None, help="best trial at or under this many params")
-    e.add_argument("--epochs", type=int, default=None, help="training epochs in the module (default: the study's)")
+    e.add_argument("--trial", type=at_least(0), default=None, help="trial number (default: best by validation accuracy)")
+    e.add_argument("--params-max", type=at_least(1), default=None, help="best trial at or under this many params")
+    e.add_argument("--epochs", type=at_least(1), default=None, help="training epochs in the module (default: the study's)")
     e.add_argument("--confirmed", action="store_true",
                    help="the best trial by its mean over the seeds of `budgetnas confirm`")
     e.add_argument("-o", "--output", default="best_model.py",
@@ -447,8 +462,9 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("confirm", help="retrain the top trials with more seeds on validation; rank by the mean")
     add_study_args(c)
-    c.add_argument("--top", type=int, default=3, help="how many of the best trials by validation (default 3)")
-    c.add_argument("--seeds", type=int, default=2, help="extra seeds each, in all; reruns train only the missing")
+    c.add_argument("--top", type=at_least(1), default=3, help="how many of the best trials by validation (default 3)")
+    c.add_argument("--seeds", type=at_least(1), default=2, help="extra seeds each, in all; reruns train only the missing")
+    c.add_argument("--jobs", type=at_least(1), default=1, help="trainings in parallel processes (cores split)")
     add_data_args(c, dataset=False)
     add_engine_args(c, certify=False)
     c.set_defaults(func=cmd_confirm)
@@ -462,9 +478,9 @@ def parser() -> argparse.ArgumentParser:
 
     bn = sub.add_parser("bench", help="training/eval images per second: our engine vs a notebook loop")
     bn.add_argument("--arch", default="exp4", help="a baseline (default exp4)")
-    bn.add_argument("--images", type=int, default=10000, help="training images per measurement")
-    bn.add_argument("--repeats", type=int, default=3, help="alternating (reference, ours) pairs; median reported")
-    bn.add_argument("--workers", type=int, nargs="+", default=None,
+    bn.add_argument("--images", type=at_least(1), default=10000, help="training images per measurement")
+    bn.add_argument("--repeats", type=at_least(1), default=3, help="alternating (reference, ours) pairs; median reported")
+    bn.add_argument("--workers", type=at_least(1), nargs="+", default=None,
                     help="instead: summed training img/s of K parallel workers sharing the cores, e.g. 1 2")
     bn.add_argument("--json", default=None, help="write the raw rows here")
     bn.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda: where both loops train")
@@ -479,7 +495,7 @@ def parser() -> argparse.ArgumentParser:
     add_study_args(db)
     db.add_argument("--host", default="127.0.0.1",
                     help="bind address (default: 127.0.0.1); anything but loopback is public")
-    db.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    db.add_argument("--port", type=port_number, default=8080, help="port to listen on (default: 8080)")
     mode = db.add_mutually_exclusive_group()
     mode.add_argument("--allow-notes", action="store_true",
                       help="let the dashboard save study and trial notes, nothing else "

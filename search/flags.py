@@ -8,7 +8,7 @@ import dataclasses
 import types
 import typing
 
-from budgetnas.space.arch import field_comments
+from ..space.arch import field_comments
 
 
 def _base(hint):
@@ -23,7 +23,8 @@ def add_fields(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), rena
     """One flag per field of `cls` (`--field-name`, or `rename[field]`), default None so that a
     flag not given leaves the config file's value or the field's default; the help names that
     default."""
-    helps, hints = field_comments(cls), typing.get_type_hints(cls)
+    helps = {k: v for base in reversed(cls.__mro__) if dataclasses.is_dataclass(base) for k, v in field_comments(base).items()}
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from torch import nn
 
-from budgetnas.space.arch import Arch, Conv, feature_shape
+from .arch import Arch, Conv, feature_shape
 
 
 def count_params(arch: Arch) -> int:

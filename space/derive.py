@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import fields, replace
 
-from budgetnas.space.sample import RANGES, SpaceConfig
+from .sample import RANGES, SpaceConfig
 
 # How far a numeric knob may be widened past the broad space, whatever the trials say.
 LIMITS = {

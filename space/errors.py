@@ -9,3 +9,8 @@ is a bug in budgetnas and is reported as one, with its traceback. A `BadInput` i
 class BadInput(ValueError):
     """A value, file, path or setting given to budgetnas that it cannot use; the message is one line
     that names the bad value and, where there is one, the fix."""
+
+
+class ShapeError(BadInput):
+    """An architecture that the image cannot hold: its feature map vanishes, or its groups do not
+    divide its channels. A sampled one is infeasible (pruned as "shape"), not a bug."""

@@ -6,7 +6,9 @@ a stage pad by 1 (keeping the map's side); in a `s{i}_separable` stage (not the 
 each 3x3 conv is a depthwise 3x3 followed by a 1x1 to its width (MobileNet's separable
 conv, about 1/9 of the parameters at equal width). Then a GAP or flatten head. Labels are stable
 (`s{stage}_c{conv}`) so trials compare across a study and a baseline can be enqueued as
-plain params.
+plain params. Given the data's image size (and a parameter budget), `sample_arch` narrows the
+integer ranges it offers so that a draw can be built on that image (and tends to fit the budget);
+the labels stay the same.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import optuna
 
-from budgetnas.space.arch import HEADS, OPTIMIZERS, SCHEDULES, Arch, Conv, Pool, Recipe, size_text
-from budgetnas.space.build import count_params
-from budgetnas.space.errors import BadInput
+from .arch import HEADS, OPTIMIZERS, SCHEDULES, Arch, Conv, Pool, Recipe, size_text
+from .build import count_params
+from .errors import BadInput
 
 IntRange = tuple[int, int]
 FloatRange = tuple[float, float]
@@ -122,18 +124,44 @@ def _float(trial, name, r: FloatRange, step=None, log=False):
     return trial.suggest_float(name, float(r[0]), float(r[1]), step=step, log=log)
 
 
-def sample_arch(trial: optuna.trial.BaseTrial, space: SpaceConfig = SpaceConfig(), epochs: int = 15) -> Arch:
-    """One Arch from the space; `epochs` is the study's fidelity, not a searched knob."""
+def sample_arch(trial: optuna.trial.BaseTrial, space: SpaceConfig = SpaceConfig(), epochs: int = 15, *,
+                image_size: tuple[int, int] | int | None = None, budget: int | None = None,
+                in_channels: int | None = None, classes: int | None = None) -> Arch:
+    """One Arch from the space; `epochs` is the study's fidelity, not a searched knob.
+
+    Without the keywords, the space as it is: the model is for Arch's default input (28x28 grey, 10
+    classes), and a draw the data's image cannot hold (it shrinks to nothing) is the caller's to prune.
+
+    `image_size` (and `in_channels`, `classes`: the data's; default 1 and 10) fits the draws to that
+    input, and the Arch has it: fewer `stages` where the image is too small for the space's most (each
+    stage's input keeps at least 1 px), and each stage's `s{i}_padded` is at least the number that
+    keeps the map from vanishing. So every draw can be built. `budget` (parameters) also narrows
+    `stages`, `s{i}_convs` and every width (`s{i}_t`, `s{i}_c{j}`) to those that leave room for the
+    rest of the model at widths no larger, so draws tend to fit it (see `_Fit`); and it draws `head`
+    first (its cost depends on it) -- the same label with the same choices, drawn earlier.
+
+    Labels and which are drawn are the same either way (define-by-run, so a study resumes); only the
+    ranges of those integer labels change, with the input and budget (Optuna keeps each trial's own
+    range). Categorical choices are never narrowed: Optuna refuses a choice set that changes."""
+    fit = None if image_size is None and budget is None else _Fit(space, image_size, in_channels, classes, budget)
+    head = None
+    if budget is not None:  # the head first: what the rest may cost depends on it
+        head = fit.head = trial.suggest_categorical("head", space.head)
     ch = (space.channels[0], space.channels[1])
     blocks: list = []
-    for s in range(_int(trial, "stages", space.stages)):
+    stages = _int(trial, "stages", fit.stages() if fit else space.stages)
+    for s in range(stages):
         if s > 0:
             blocks.append(Pool())
             if trial.suggest_categorical(f"s{s}_transition", space.transition):
-                blocks.append(Conv(_int(trial, f"s{s}_t", ch, space.channel_step), k=1))
-        n = _int(trial, f"s{s}_convs", space.convs)
-        widths = [_int(trial, f"s{s}_c{i}", ch, space.channel_step) for i in range(n)]
-        padded = trial.suggest_int(f"s{s}_padded", 0, n)
+                t = fit.transition(blocks, s, stages) if fit else ch
+                blocks.append(Conv(_int(trial, f"s{s}_t", t, space.channel_step), k=1))
+        n = _int(trial, f"s{s}_convs", fit.convs(blocks, s, stages) if fit else space.convs)
+        widths: list[int] = []
+        for i in range(n):
+            r = fit.widths(blocks, widths, s, stages, n - i) if fit else ch
+            widths.append(_int(trial, f"s{s}_c{i}", r, space.channel_step))
+        padded = trial.suggest_int(f"s{s}_padded", *(fit.padded(blocks, widths, s, stages) if fit else (0, n)))
         separable = s > 0 and trial.suggest_categorical(f"s{s}_separable", space.separable)
         for i, w in enumerate(widths):
             pad = int(i >= n - padded)
@@ -144,7 +172,8 @@ def sample_arch(trial: optuna.trial.BaseTrial, space: SpaceConfig = SpaceConfig(
                 blocks.append(Conv(w, pad=pad))
     bn = trial.suggest_categorical("bn", space.bn)
     dropout = _float(trial, "dropout", space.dropout, space.dropout_step)
-    head = trial.suggest_categorical("head", space.head)
+    if head is None:
+        head = trial.suggest_categorical("head", space.head)
 
     schedule = trial.suggest_categorical("schedule", space.schedule)
     step = {}
@@ -163,7 +192,106 @@ def sample_arch(trial: optuna.trial.BaseTrial, space: SpaceConfig = SpaceConfig(
         ema=trial.suggest_categorical("ema", space.ema),
         **step,
     )
-    return Arch(blocks=tuple(blocks), head=head, bn=bn, dropout=dropout, recipe=recipe)
+    shape = {} if fit is None else {"image_size": fit.size, "in_channels": fit.in_channels, "classes": fit.classes}
+    return Arch(blocks=tuple(blocks), head=head, bn=bn, dropout=dropout, recipe=recipe, **shape)
+
+
+class _Fit:
+    """The integer ranges `sample_arch` offers for a known input and, perhaps, a budget.
+
+    Shape: `stages` stops where a stage's input would be under 1 px, and a stage pads enough of its
+    convs that the later stages still get at least 1 px. Budget: a range keeps the values whose model
+    fits when everything not yet drawn is as wide as the width being drawn (or the space's narrowest,
+    for a count), with `later` convs in each later stage, the dearer side of each choice still to come
+    (a transition, BN rather than a bias, no separable convs), and the map as small as the convs still
+    to come can make it (what a flatten head costs; `padded` then keeps a flatten model to a map that
+    fits). Where no value fits, the cheapest is offered: the draw is then over budget, as it would
+    be without one."""
+
+    def __init__(self, space: SpaceConfig, size, in_channels: int | None, classes: int | None, budget: int | None):
+        size = DEFAULT_INPUT.image_size if size is None else size
+        self.space, self.budget, self.head = space, budget, None
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.in_channels = DEFAULT_INPUT.in_channels if in_channels is None else in_channels
+        self.classes = DEFAULT_INPUT.classes if classes is None else classes
+        self.per_out = 2 if True in space.bn else 1  # BN's scale and shift, else a bias
+        self.later = space.convs[0]  # convs assumed in a stage whose count is not drawn yet
+        self.grid = range(space.channels[0], space.channels[1] + 1, space.channel_step)
+
+    def stages(self) -> IntRange:
+        lo, hi = self.space.stages
+        hi = max(lo, min(hi, min(self.size).bit_length()))  # side >> (stages - 1) >= 1
+        return self._fitting(range(lo, hi + 1), lambda n: self._params([], [], 0, n, self.later, self.grid[0]))
+
+    def convs(self, blocks: list, s: int, stages: int) -> IntRange:
+        return self._fitting(range(self.space.convs[0], self.space.convs[1] + 1),
+                             lambda n: self._params(blocks, [], s, stages, n, self.grid[0]))
+
+    def transition(self, blocks: list, s: int, stages: int) -> IntRange:
+        """The range of stage `s`'s 1x1 transition width (its conv count not drawn yet)."""
+        return self._fitting(self.grid, lambda t: self._params(blocks + [Conv(t, k=1)], [], s, stages, self.later, t))
+
+    def widths(self, blocks: list, drawn: list[int], s: int, stages: int, k: int) -> IntRange:
+        """The range of the next width in stage `s`, after `drawn` widths there, with `k` convs still
+        to draw there (this one included)."""
+        return self._fitting(self.grid, lambda w: self._params(blocks, drawn, s, stages, k, w))
+
+    def padded(self, blocks: list, widths: list[int], s: int, stages: int) -> IntRange:
+        n = len(widths)
+        room = (min(_side(blocks, self.size)) - (1 << (stages - 1 - s))) // 2  # unpadded convs the map affords
+        fewest = min(n, max(0, n - room))
+        return self._fitting(range(fewest, n + 1), lambda p: self._params(blocks, widths, s, stages, 0,
+                                                                          self.grid[0], padded=p))
+
+    def _fitting(self, options: range, params) -> IntRange:
+        if self.budget is None:
+            return (options[0], options[-1])
+        ok = [o for o in options if params(o) <= self.budget] or [min(options, key=params)]
+        return (ok[0], ok[-1])
+
+    def _params(self, blocks: list, drawn: list[int], s: int, stages: int, k: int, w: int,
+                padded: int | None = None) -> int:
+        """Parameters of `blocks` (the model up to stage `s`'s convs), the `drawn` widths of stage `s`
+        and `k` more 3x3 convs of width `w` there, the later stages at width `w` (a 1x1 transition
+        where one may be drawn, then `later` 3x3 convs), and the head on the map left when `padded`
+        of stage `s`'s convs pad (None: as few as the map allows) and no later conv pads that need not."""
+        n, c = 0, self.in_channels
+
+        def conv(out: int, k: int = 3, groups: int = 1) -> int:
+            return k * k * (c // groups) * out + self.per_out * out
+
+        for b in blocks:
+            if isinstance(b, Conv):
+                n, c = n + conv(b.out, b.k, b.groups), b.out
+        for x in [*drawn, *[w] * k]:
+            n, c = n + conv(x), x
+        for _ in range(s + 1, stages):
+            if True in self.space.transition:
+                n, c = n + conv(w, 1), w
+            for _ in range(self.later):
+                n, c = n + conv(w), w
+        if self.head != "flatten":
+            return n + c * self.classes
+        h, wd = _side(blocks, self.size)
+        for j in range(s, stages):
+            convs = len(drawn) + k if j == s else self.later
+            room = max(0, (min(h, wd) - (1 << (stages - 1 - j))) // 2)
+            shrink = 2 * (convs - padded if j == s and padded is not None else min(convs, room))
+            h, wd = h - shrink, wd - shrink
+            if j < stages - 1:  # the pool
+                h, wd = h // 2, wd // 2
+        return n + c * self.classes * max(h, 0) * max(wd, 0)
+
+
+def _side(blocks: list, size: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of the map after `blocks`."""
+    h, w = size
+    for b in blocks:
+        if isinstance(b, Conv):
+            h, w = h + 2 * b.pad - b.k + 1, w + 2 * b.pad - b.k + 1
+        else:
+            h, w = h // b.size, w // b.size
+    return h, w
 
 
 def params_of(arch: Arch) -> dict:
@@ -272,23 +400,30 @@ def _contains(d: optuna.distributions.BaseDistribution, value) -> bool:
 DEFAULT_INPUT = Arch((Conv(2),))  # a placeholder model with Arch's default input (28x28 grey) and classes (10)
 
 
-def min_params(space: SpaceConfig, like: Arch = DEFAULT_INPUT) -> int:
+def min_params(space: SpaceConfig, like: Arch = DEFAULT_INPUT, *,
+               image_size: tuple[int, int] | int | None = None) -> int:
     """Parameters of the smallest model the space can sample (narrowest, shallowest, cheapest head),
-    for the input and classes of `like` (default: 28x28 grey, 10 classes)."""
+    for the input and classes of `like` (default: 28x28 grey, 10 classes), or for `image_size` (with
+    `like`'s channels and classes) where given. Its convs pad or not, whichever is smaller and fits
+    the image (padding costs no parameters, but leaves a flatten head a larger map)."""
+    size = like.image_size if image_size is None else _Fit(space, image_size, None, None, None).size
     c, counts = space.channels[0], []
-    for stages, separable in itertools.product(range(space.stages[0], space.stages[1] + 1), space.separable):
+    stage_counts = range(space.stages[0], space.stages[1] + 1)
+    for stages, separable, pad in itertools.product(stage_counts, space.separable, (0, 1)):
         blocks: list = []
         for s in range(stages):
             if s > 0:
                 blocks += [Pool()] + ([Conv(c, k=1)] if False not in space.transition else [])
-            blocks += ([Conv(c, groups=c), Conv(c, k=1)] if s > 0 and separable else [Conv(c)]) * space.convs[0]
+            conv = [Conv(c, pad=pad, groups=c), Conv(c, k=1)] if s > 0 and separable else [Conv(c, pad=pad)]
+            blocks += conv * space.convs[0]
         try:
-            arch = replace(like, blocks=tuple(blocks), head="gap" if "gap" in space.head else "flatten", bn=False not in space.bn)
+            arch = replace(like, blocks=tuple(blocks), head="gap" if "gap" in space.head else "flatten",
+                           bn=False not in space.bn, image_size=size)
         except ValueError:  # this many stages shrinks the image to nothing
             continue
         counts.append(count_params(arch))
     if not counts:
-        raise BadInput(f"no model in the space fits a {size_text(like.image_size)} image: {space.to_dict()}")
+        raise BadInput(f"no model in the space fits a {size_text(size)} image: {space.to_dict()}")
     return min(counts)
 
 

@@ -17,7 +17,7 @@ import optuna
 import pytest
 import torch
 
-from budgetnas.search.study import StudyConfig
+from budgetnas.search.study.config import StudyConfig
 from budgetnas.space import Arch, Conv, Pool, Recipe, SpaceConfig, sample_arch, scale_to_budget
 
 
@@ -208,6 +208,7 @@ def scripted_training(make_model, recipe, data, seed=0, on_epoch=None, **kw) -> 
 @pytest.fixture
 def scripted_search(monkeypatch):
     """`search` runs its trials on `scripted_training`: studies with stored trials, no training."""
-    from budgetnas.search import objective, runner
+    from budgetnas.search.study import objective
+    from budgetnas.search.study import workers as runner
 
     monkeypatch.setattr(runner, "make_objective", partial(objective.make_objective, train_fn=scripted_training))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from budgetnas.search import data as D
 from budgetnas.search.cli import main
+from budgetnas.search.engine import data as D
 from tests.conftest import assert_one_line_error, idx_bytes, write_idx_folder, write_image_folder, write_npz
 
 WRITERS = {"npz": lambda root, **kw: write_npz(root / "data.npz", **kw),
@@ -78,7 +78,7 @@ def test_the_whole_path_on_the_users_own_data(fmt, shape, tmp_path, capsys):
 def test_a_small_model_learns_colour_and_non_square_images(shape, tmp_path):
     from functools import partial
 
-    from budgetnas.search.train import Engine, train
+    from budgetnas.search.engine.train import Engine, train
     from budgetnas.space import build
     from tests.conftest import TINY
 
@@ -89,8 +89,8 @@ def test_a_small_model_learns_colour_and_non_square_images(shape, tmp_path):
 
 
 def test_baselines_adapt_to_the_datas_shape_or_are_left_out_with_a_line(tmp_path):
-    from budgetnas.search.render import render
-    from budgetnas.search.verify import fit_to, load_candidate
+    from budgetnas.search.engine.render import render
+    from budgetnas.search.engine.verify import fit_to, load_candidate
 
     rgb = D.load(str(write_npz(tmp_path / "rgb.npz")), val_size=0)
     exp4 = fit_to(load_candidate("exp4"), rgb)
@@ -210,7 +210,7 @@ def test_bad_data_is_one_line_naming_the_file_exit_2_and_nothing_written(make, t
 
 
 def test_a_drill_on_the_users_colour_data_verifies_a_module_for_it(tmp_path):
-    from budgetnas.search.drill import Drill, DrillConfig
+    from budgetnas.search.drill.run import Drill, DrillConfig
 
     path = write_npz(tmp_path / "rgb.npz", n_train=900, n_test=200)
     # 7 s: too little for any plan, so each stage gets its minimum; what this tests is the data, not the plan

@@ -1,7 +1,7 @@
 """`budgetnas bench`: each measurement runs, and the tables compute speedups per repeat."""
 
 from budgetnas import baselines
-from budgetnas.search.bench import ENGINES, measure, search_engine, table, workers_table
+from budgetnas.search.engine.bench import ENGINES, measure, search_engine, table, workers_table
 
 
 def test_measure_reference_and_ours(data_root):

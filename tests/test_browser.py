@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from budgetnas.search.runner import run
-from budgetnas.search.train import Engine
+from budgetnas.search.engine.train import Engine
+from budgetnas.search.study.workers import run
 from tests.conftest import cfg
 
 pytestmark = pytest.mark.browser

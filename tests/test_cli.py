@@ -18,13 +18,13 @@ CASES = [
     (["baseline", "exp1", "--data-dir", "/nonexistent"], "/nonexistent/MNIST/raw"),
     (["baseline", "exp9"], "unknown baseline"),
     (["search", "--study", "x", "--dataset", "cifar", "--trials", "1"], "unknown dataset"),
-    (["search", "--study", "x", "--budget", "0"], "budget must be a positive"),
+    (["search", "--study", "x", "--budget", "0"], "budget must be a whole number >= 1"),
     (["search", "--study", "x", "--budget", "50"], "smallest model in the space"),
     (["search", "--study", "x", "--storage", "redis://localhost/0"], "storage must be"),
     (["search", "--study", "x", "--storage", "postgresql://u:p@127.0.0.1:1/db", "--data-dir", "DATA",
       "--val-size", "200"],
      "cannot open storage"),
-    (["search", "--study", "x", "--workers", "0"], "workers must be >= 1"),
+    (["search", "--study", "x", "--workers", "0"], "--workers: must be a whole number >= 1"),
     (["search", "--config", "bad.toml"], "unknown [study] keys ['budgett']"),
     (["search", "--config", "typed.toml"], "budget must be int"),
     (["search", "--config", "missing.toml"], "no such config file"),
@@ -66,7 +66,7 @@ def test_a_storage_password_never_reaches_the_terminal(cwd, data_root):
 
 
 def test_the_resolved_config_never_holds_a_storage_password():
-    from budgetnas.search.study import StudyConfig
+    from budgetnas.search.study.config import StudyConfig
 
     cfg = StudyConfig(name="x", storage="postgresql://user:SECRET@db.example/studies")
     assert "SECRET" not in str(cfg.to_dict()) and cfg.storage_url.endswith("SECRET@db.example/studies")
@@ -184,9 +184,11 @@ def test_the_flags_are_the_config_fields_and_their_help_shows_each_default(comma
     import argparse
     import dataclasses
 
-    from budgetnas.search import cli, drill, study
+    from budgetnas.search import cli
+    from budgetnas.search.drill.config import DrillConfig
+    from budgetnas.search.study.config import StudyConfig
 
-    config = {"StudyConfig": study.StudyConfig, "DrillConfig": drill.DrillConfig}[cls]
+    config = {"StudyConfig": StudyConfig, "DrillConfig": DrillConfig}[cls]
     sub = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     flags = {a.dest for a in sub._actions if a.dest != "help"}
     names = {f.name for f in dataclasses.fields(config)} - skip
@@ -197,16 +199,12 @@ def test_the_flags_are_the_config_fields_and_their_help_shows_each_default(comma
             assert f"(default: {'none' if f.default is None else f.default})" in a.help or "default" in a.help, a.dest
 
 
-def test_seeds_is_a_count_everywhere_and_the_old_lists_still_work_with_a_warning(capsys):
+def test_seeds_is_a_count_everywhere_and_no_old_spelling_is_left(capsys):
     from budgetnas.search import cli
 
-    def seeds(*argv):
-        return cli.seed_list(cli.parser().parse_args(["baseline", "exp4", *argv]))
-
-    assert seeds() == [0] and seeds("--seeds", "3") == [0, 1, 2]  # as verify's --seeds 3
-    assert capsys.readouterr().err == ""
-    assert seeds("--seeds", "0", "4") == [0, 4] and seeds("--seed", "7") == [7]  # the old spellings
-    err = capsys.readouterr().err
-    assert "--seeds A B ... is now --seeds N" in err and "--seed is now --seeds N" in err
-    verify = cli.parser().parse_args(["verify", "x.py", "--seeds", "3"])
-    assert verify.seeds == 3
+    assert cli.parser().parse_args(["baseline", "exp4", "--seeds", "3"]).seeds == 3  # as verify's --seeds 3
+    assert cli.parser().parse_args(["verify", "x.py", "--seeds", "3"]).seeds == 3
+    for old in (["baseline", "exp4", "--seeds", "0", "4"], ["baseline", "exp4", "--seed", "7"],
+                ["verify", "x.py", "--target", "99"], ["verify", "x.py", "--seeds", "0"]):
+        with pytest.raises(SystemExit):
+            cli.parser().parse_args(old)

@@ -4,12 +4,13 @@ import optuna
 import pytest
 
 from budgetnas.search.cli import main
-from budgetnas.search.confirm import KEY, confirm, confirm_seed, confirmed
-from budgetnas.search.data import load
-from budgetnas.search.loop import Diverged
-from budgetnas.search.runner import run
-from budgetnas.search.select import completed, val_acc
-from budgetnas.search.train import Engine
+from budgetnas.search.engine import seeds
+from budgetnas.search.engine.seeds import DataSpec
+from budgetnas.search.engine.loop import Diverged
+from budgetnas.search.engine.train import Engine
+from budgetnas.search.study.confirm import KEY, confirm, confirm_seed, confirmed
+from budgetnas.search.study.select import completed, val_acc
+from budgetnas.search.study.workers import run
 from tests.conftest import cfg
 
 
@@ -20,26 +21,27 @@ def study(data_root, scripted_search):
     return study
 
 
-def scripted(scores: dict[int, float], calls: list):
-    """A stand-in for train(): the last-3 validation score it yields is fixed per seed."""
+def scripted(monkeypatch, scores: dict[int, float], calls: list):
+    """train() replaced where the seed executor calls it: the last-3 validation score it yields is fixed per seed."""
 
-    def train(make_model, recipe, data, seed, **kw):
+    def train(make_model, recipe, data, seed, on_epoch, **kw):
         calls.append(seed)
         if scores[seed] != scores[seed]:  # NaN stands for a run that diverges
             raise Diverged("loss nan")
-        return [{"epoch": e, "val_acc": scores[seed]} for e in range(1, recipe.epochs + 1)]
+        for e in range(1, recipe.epochs + 1):
+            on_epoch({"epoch": e, "val_acc": scores[seed]})
 
-    return train
+    monkeypatch.setattr(seeds, "train", train)
 
 
-def test_confirm_reranks_the_top_trials_by_the_mean_over_seeds(study, data_root):
+def test_confirm_reranks_the_top_trials_by_the_mean_over_seeds(study, data_root, monkeypatch):
     """The trial that led on its one score loses to one that is better on average."""
     top = sorted(completed(study), key=lambda t: -val_acc(t))[:2]
     lead, second = top
     scores = {confirm_seed(lead.number, 1): val_acc(lead) - 30, confirm_seed(second.number, 1): val_acc(second) + 1}
     calls = []
-    data = load("mnist", str(data_root), val_size=200)
-    confirm(study, data, top=2, seeds=1, train_fn=scripted(scores, calls))
+    scripted(monkeypatch, scores, calls)
+    confirm(study, DataSpec("mnist", str(data_root), val_size=200), top=2, seeds=1)
     assert sorted(calls) == sorted(scores)  # each of the top 2 once, with its own new seed, none of the others
     rows = confirmed(study)
     assert [t.number for t, _ in rows] == [second.number, lead.number]
@@ -47,13 +49,14 @@ def test_confirm_reranks_the_top_trials_by_the_mean_over_seeds(study, data_root)
     assert study.user_attrs[KEY][str(lead.number)]["seeds"] == [confirm_seed(lead.number, 1)]
 
 
-def test_confirm_reruns_train_only_missing_seeds_and_count_divergence_as_zero(study, data_root):
+def test_confirm_reruns_train_only_missing_seeds_and_count_divergence_as_zero(study, data_root, monkeypatch):
     best = max(completed(study), key=val_acc)
     calls = []
     scores = {confirm_seed(best.number, 1): 90.0, confirm_seed(best.number, 2): float("nan")}
-    data = load("mnist", str(data_root), val_size=200)
-    confirm(study, data, top=1, seeds=1, train_fn=scripted(scores, calls))
-    confirm(study, data, top=1, seeds=2, train_fn=scripted(scores, calls))
+    scripted(monkeypatch, scores, calls)
+    data = DataSpec("mnist", str(data_root), val_size=200)
+    confirm(study, data, top=1, seeds=1)
+    confirm(study, data, top=1, seeds=2)
     assert calls == [confirm_seed(best.number, 1), confirm_seed(best.number, 2)]
     assert study.user_attrs[KEY][str(best.number)]["val_last3"] == [90.0, 0.0]
     assert statistics.mean(confirmed(study)[0][1]) == pytest.approx((val_acc(best) + 90.0) / 3)

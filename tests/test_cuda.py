@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from budgetnas import baselines
-from budgetnas.search.bench import measure
-from budgetnas.search.data import load
-from budgetnas.search.train import Engine, train
+from budgetnas.search.engine.bench import measure
+from budgetnas.search.engine.data import load
+from budgetnas.search.engine.train import Engine, train
 from budgetnas.space import build
 from tests.conftest import TINY
 

@@ -13,8 +13,9 @@ import optuna
 import pytest
 from optuna_dashboard import get_note
 
-from budgetnas.search import cli, dashboard
-from budgetnas.search.storage import make_storage
+from budgetnas.search import cli
+from budgetnas.search.report import dashboard
+from budgetnas.search.study.storage import make_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

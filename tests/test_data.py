@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from budgetnas.search import read
-from budgetnas.search.data import DataError, load, resolve_root
+from budgetnas.search.engine import read
+from budgetnas.search.engine.data import DataError, load, resolve_root
 from tests.conftest import idx_bytes, write_idx_dataset
 
 

@@ -17,23 +17,20 @@ import torch
 from filelock import FileLock
 
 from budgetnas import baselines
-from budgetnas.search import data as D
-from budgetnas.search import drill as drill_module
-from budgetnas.search import race as R
-from budgetnas.search.drill import (
-    FILL_EMA,
-    Clock,
-    Drill,
-    DrillConfig,
-    filled,
-    full_training_from,
-    plan,
-    replan,
-    typical_archs,
-    val_accs,
-)
-from budgetnas.search.storage import make_storage
-from budgetnas.search.study import StudyError, check_name
+from budgetnas.search.drill import racing as R
+from budgetnas.search.drill import run as drill_module
+from budgetnas.search.drill import stage as stage_module
+from budgetnas.search.drill.clock import Clock
+from budgetnas.search.drill.config import DrillConfig
+from budgetnas.search.drill.plan import full_training_from, plan, replan, typical_archs
+from budgetnas.search.drill.race import race, val_accs
+from budgetnas.search.drill.run import Drill
+from budgetnas.search.drill.state import Race
+from budgetnas.search.drill.warm import FILL_EMA, filled
+from budgetnas.search.engine import data as D
+from budgetnas.search.report.notebook import write_drill_report
+from budgetnas.search.study.config import StudyError, check_name
+from budgetnas.search.study.storage import make_storage
 from budgetnas.space import Arch, SpaceConfig, count_params, scale_to_budget
 from budgetnas.space.derive import derive_space, knob_values, to_toml
 from tests.conftest import filled_sample, write_idx_dataset
@@ -143,7 +140,7 @@ def test_as_many_enter_the_race_as_a_round_can_train_side_by_side(workers, entra
     assert R.candidates(workers) == entrants
     cfg = DrillConfig(name="p", budget=7000, hours=2.0, workers=workers)
     p = plan(cfg, n_train=55000, n_full=60000, sec_search=2.5e-4, sec_verify=4.5e-4)
-    rounds = (p["race_end"] - p["narrow_end"]) / p["full_training_s"]  # each round one training per worker
+    rounds = (p.race_end - p.narrow_end) / p.full_training_s  # each round one training per worker
     assert rounds == pytest.approx(math.ceil(entrants * (R.MAX_SEEDS - 1) / workers))
 
 
@@ -151,29 +148,29 @@ def test_as_many_enter_the_race_as_a_round_can_train_side_by_side(workers, entra
 def test_plan_keeps_every_stage_inside_the_hours_and_lowers_explores_fidelity():
     cfg = DrillConfig(name="p", budget=7000, hours=2.0, workers=1)
     p = plan(cfg, n_train=55000, n_full=60000, sec_search=2.5e-4, sec_verify=4.5e-4)
-    assert 0 < p["explore_end"] < p["narrow_end"] < p["race_end"] < 2 * 3600
-    assert p["race_end"] + p["verify_s"] <= 2 * 3600 + 1
-    assert p["explore_training_s"] < p["full_training_s"] / 3 and not p["short"]
+    assert 0 < p.explore_end < p.narrow_end < p.race_end < 2 * 3600
+    assert p.race_end + p.verify_s <= 2 * 3600 + 1
+    assert p.explore_training_s < p.full_training_s / 3 and not p.short
     tiny = plan(DrillConfig(name="p", budget=7000, hours=0.1, workers=1), 55000, 60000, 2.5e-4, 4.5e-4)
-    assert tiny["short"] and tiny["explore_end"] > 0
+    assert tiny.short and tiny.explore_end > 0
 
 
 def test_a_slower_training_than_planned_moves_the_later_stages_and_keeps_verify_inside_the_hours():
     cfg = DrillConfig(name="p", budget=7000, hours=2.0, workers=2)
     p = plan(cfg, n_train=55000, n_full=60000, sec_search=2.5e-4, sec_verify=4.5e-4)
-    slow = replan(p, cfg, "narrow", now=p["explore_end"], full_s=3 * p["full_training_s"])
-    assert slow["verify_s"] == pytest.approx(3 * p["verify_s"])
-    assert p["explore_end"] < slow["narrow_end"] < p["narrow_end"] and slow["race_end"] < p["race_end"]
-    assert slow["race_end"] + slow["verify_s"] == pytest.approx(2 * 3600)
-    late = replan(p, cfg, "narrow", now=6000.0, full_s=p["full_training_s"])  # Narrow keeps one training
-    assert late["narrow_end"] == pytest.approx(6000.0 + p["full_training_s"])
+    slow = replan(p, cfg, "narrow", now=p.explore_end, full_s=3 * p.full_training_s)
+    assert slow.verify_s == pytest.approx(3 * p.verify_s)
+    assert p.explore_end < slow.narrow_end < p.narrow_end and slow.race_end < p.race_end
+    assert slow.race_end + slow.verify_s == pytest.approx(2 * 3600)
+    late = replan(p, cfg, "narrow", now=6000.0, full_s=p.full_training_s)  # Narrow keeps one training
+    assert late.narrow_end == pytest.approx(6000.0 + p.full_training_s)
     squeezed = replan(p, cfg, "narrow", now=0.5 * 3600, full_s=10 * 60.0)  # a race of 3 rounds would leave Narrow 15 min
-    assert squeezed["narrow_end"] - 1800 >= squeezed["race_end"] - squeezed["narrow_end"]  # Race takes at most half
-    again = replan(slow, cfg, "race", now=slow["narrow_end"], full_s=3 * p["full_training_s"])
-    assert again["verify_s"] == pytest.approx(slow["verify_s"])  # a second re-plan at the same cost changes nothing
-    assert again["race_end"] == pytest.approx(slow["race_end"])  # (mnist-drill-7k-2 scaled Verify twice: no race)
-    race = replan(slow, cfg, "race", now=slow["narrow_end"], full_s=p["full_training_s"])
-    assert race["narrow_end"] == slow["narrow_end"] and set(race["measured"]) == {"narrow", "race"}
+    assert squeezed.narrow_end - 1800 >= squeezed.race_end - squeezed.narrow_end  # Race takes at most half
+    again = replan(slow, cfg, "race", now=slow.narrow_end, full_s=3 * p.full_training_s)
+    assert again.verify_s == pytest.approx(slow.verify_s)  # a second re-plan at the same cost changes nothing
+    assert again.race_end == pytest.approx(slow.race_end)  # (mnist-drill-7k-2 scaled Verify twice: no race)
+    race = replan(slow, cfg, "race", now=slow.narrow_end, full_s=p.full_training_s)
+    assert race.narrow_end == slow.narrow_end and set(race.measured) == {"narrow", "race"}
 
 
 def test_a_full_training_is_costed_from_steady_epochs_plus_a_start_up():
@@ -199,12 +196,12 @@ def test_a_stage_starts_no_training_that_cannot_end_in_its_time(tmp_path, monkey
         timeouts.append(cfg.timeout)
         return done
 
-    monkeypatch.setattr(drill_module, "run_workers", run_workers)
-    cfg = drill.stage_cfg("narrow")
-    drill._run_study(cfg, start=0.0, end=2000.0, training_s=400.0)
+    monkeypatch.setattr(stage_module, "run_workers", run_workers)
+    cfg = drill.cfg.stage("narrow")
+    stage_module.run_stage(drill, cfg, start=0.0, end=2000.0, training_s=400.0)
     assert timeouts == [1000.0]  # 2000 - 400 - 600
-    monkeypatch.setattr(drill_module, "open_study", lambda cfg, storage: optuna.create_study())
-    drill._run_study(cfg, start=0.0, end=900.0, training_s=400.0)  # none can end in time and none has completed:
+    monkeypatch.setattr(stage_module, "open_study", lambda cfg, storage: optuna.create_study())
+    stage_module.run_stage(drill, cfg, start=0.0, end=900.0, training_s=400.0)  # none can end in time and none has completed:
     assert timeouts == [1000.0, None]  # one more per worker, as a stage that completes nothing would
 
 
@@ -261,7 +258,7 @@ def tiny_drill(tmp_path_factory, worker_id):
     with FileLock(f"{root}.lock"):
         if not (root / "outcome.json").exists():
             write_idx_dataset(root)
-            reads, started, read_source, original_verify = [], {}, D.read_source, Drill.verify
+            reads, started, read_source, original_verify = [], {}, D.read_source, drill_module.STAGES["verify"]
 
             def guarded(path, test):
                 if test and "verify" not in started:
@@ -269,19 +266,22 @@ def tiny_drill(tmp_path_factory, worker_id):
                 reads.append("test" if test else "train")
                 return read_source(path, test)
 
-            def verify(self):
-                assert self.get("choice") is not None  # the pick is stored before the test split is read
+            def verify(drill):
+                assert drill.read("choice") is not None  # the pick is stored before the test split is read
                 started["verify"] = True
-                original_verify(self)
+                original_verify(drill)
 
             with pytest.MonkeyPatch.context() as mp:
                 mp.chdir(root)
                 mp.delenv("BUDGETNAS_DATA", raising=False)
                 mp.setattr(D, "read_source", guarded)
-                mp.setattr(Drill, "verify", verify)
+                mp.setitem(drill_module.STAGES, "verify", verify)
                 torch.set_num_threads(1)
-                out = Drill(cfg, log=lambda line: None).run()
-            (root / "outcome.json").write_text(json.dumps({"out": out, "reads": reads}))
+                drill = Drill(cfg, log=lambda line: None)
+                out = drill.run()
+                write_drill_report(drill.study, cfg.folder)
+            (root / "outcome.json").write_text(json.dumps({"out": {"verdict": out.verdict, "params": out.params},
+                                                           "reads": reads}))
     got = json.loads((root / "outcome.json").read_text())
     return root, cfg, got["out"], got["reads"]
 
@@ -309,6 +309,7 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(tiny_d
     assert set(study.user_attrs["space"]["warm"]) <= set(warm)  # Explore's best, retrained at full fidelity
     assert all(w.startswith(str(folder / "explore-trial")) and w.endswith("-filled.json")
                for w in study.user_attrs["space"]["warm"])
+    assert "from_trials" in study.user_attrs["space"]  # a typed record (drill/state.py)
     wide = [t for t in narrow.trials if t.user_attrs.get("warm_from", "").endswith("-filled.json")]
     assert wide and all(t.params["ema"] == FILL_EMA for t in wide)  # inside the derived space, not clamped back
     for t in wide:
@@ -332,31 +333,30 @@ def test_the_race_trains_a_rounds_seeds_side_by_side_and_keeps_each(tiny_drill, 
     root, cfg, _, _ = tiny_drill
     monkeypatch.chdir(root)
     drill = Drill(replace(cfg, workers=2), log=lambda line: None)
-    narrow = drill.load("narrow")
+    narrow = drill.stage_study("narrow")
     trained = [t for t in narrow.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(trained) == 1:  # a loaded machine may leave Narrow time for one training; a race needs two runners
         t = trained[0]
         narrow.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, values=t.values,
                                                    user_attrs=t.user_attrs))
         trained = [t for t in narrow.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    first = [{"number": t.number, "params": t.user_attrs["params"], "scores": [R.seed_score(val_accs(t))]}
-             for t in trained[:R.candidates(2)]]
-    drill.put("race", {"runners": first, "dropped": {}, "seconds": []})
-    drill.put("plan", {**drill.get("plan"), "race_end": 1e9})  # time enough for every seed
+    first = [R.Runner(t.number, t.user_attrs["params"], [R.seed_score(val_accs(t))]) for t in trained[:R.candidates(2)]]
+    drill.write("race", Race([replace(r, scores=list(r.scores)) for r in first]))
+    drill.write("plan", replace(drill.plan, race_end=1e9))  # time enough for every seed
     drill.clock = Clock(drill.study)
     try:
-        drill.race()
+        race(drill)
     finally:
         drill.clock.close()
-    state = drill.get("race")
-    extra = [len(r["scores"]) - 1 for r in state["runners"]]
-    assert len(state["seconds"]) == sum(extra) > 0 and state["ended"] in ("separated", "seeds")
-    for r in state["runners"]:  # each ran until dropped, or until the seeds or the rivals ran out
-        if str(r["number"]) in state["dropped"]:
-            assert len(r["scores"]) == state["dropped"][str(r["number"])]
+    state = drill.read("race")
+    extra = [len(r.scores) - 1 for r in state.runners]
+    assert len(state.seconds) == sum(extra) > 0 and state.ended in ("separated", "seeds")
+    for r in state.runners:  # each ran until dropped, or until the seeds or the rivals ran out
+        if str(r.number) in state.dropped:
+            assert len(r.scores) == state.dropped[str(r.number)]
         else:
-            assert len(r["scores"]) == R.MAX_SEEDS or state["ended"] == "separated"
-        assert r["scores"][0] == first[[f["number"] for f in first].index(r["number"])]["scores"][0]
+            assert len(r.scores) == R.MAX_SEEDS or state.ended == "separated"
+        assert r.scores[0] == first[[f.number for f in first].index(r.number)].scores[0]
 
 
 def test_resuming_with_other_settings_is_refused(data_root):
@@ -372,11 +372,11 @@ def test_resuming_with_other_settings_is_refused(data_root):
 KILLED_AT = """
 import os, signal, sys
 import optuna
-from budgetnas.search import drill
+from budgetnas.search.drill import run as drill
 from budgetnas.search.cli import main
 
 at, args = sys.argv[1], sys.argv[2:]
-put, optimize = drill.Drill.put, optuna.Study.optimize
+put, optimize = drill.Drill.write, optuna.Study.optimize
 
 def die(study, trial):
     if at == "narrow" and study.study_name.endswith("/narrow") and trial.state == optuna.trial.TrialState.COMPLETE:
@@ -387,10 +387,10 @@ def optimize_then_die(self, *a, callbacks=None, **k):
 
 def put_then_die(self, key, value):
     put(self, key, value)
-    if at == "race" and key == "race" and any(len(r["scores"]) > 1 for r in value["runners"]):
+    if at == "race" and key == "race" and any(len(r.scores) > 1 for r in value.runners):
         os.kill(os.getpid(), signal.SIGKILL)
 
-optuna.Study.optimize, drill.Drill.put = optimize_then_die, put_then_die
+optuna.Study.optimize, drill.Drill.write = optimize_then_die, put_then_die
 main(["drill", *args])
 """
 

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from budgetnas import baselines
-from budgetnas.search import data as D
 from budgetnas.search.cli import main
-from budgetnas.search.render import render
-from budgetnas.search.verify import fit_to, load_candidate, summarise, verdict, verdict_line
+from budgetnas.search.engine import data as D
+from budgetnas.search.engine.render import render
+from budgetnas.search.engine.verify import distribution_line, fit_to, load_candidate, summarise, verdict, verdict_line
 from budgetnas.space import Arch, build, count_params
+from budgetnas.space.errors import BadInput
 from tests.conftest import TINY, random_archs
 
 ARCHS = random_archs(12, seed=5) + [b.arch for b in baselines.all_baselines()]
@@ -61,28 +62,45 @@ def test_rendered_module_trains_with_torch_alone(tmp_path, data_root, ema):
     assert "7,570-parameter" not in out.stdout and "epoch  1  loss" in out.stdout
 
 
-def history(tests):
-    return [{"epoch": i + 1, "train_acc": 99.0, "test_acc": a, "seconds": 1.0} for i, a in enumerate(tests)]
+def record(tests, seed=0, diverged=None):
+    """One run's record as the seed executor returns it (engine/seeds.py)."""
+    return {"seed": seed, "params": 5000, "diverged": diverged,
+            "history": [{"epoch": i + 1, "train_acc": 99.0, "test_acc": a, "seconds": 1.0} for i, a in enumerate(tests)]}
 
 
 def test_verdict_needs_every_last3_epoch_of_every_seed():
-    good = summarise(history([98.0, 99.5, 99.41, 99.45]), 5000)
-    dip = summarise(history([99.6, 99.5, 99.39, 99.45]), 5000)
+    good = summarise(record([98.0, 99.5, 99.41, 99.45]))
+    dip = summarise(record([99.6, 99.5, 99.39, 99.45], seed=1))
     assert verdict([good, good], 99.40)["passed"]
     v = verdict([good, dip], 99.40)
     assert not v["passed"] and v["min_last3"] == 99.39
     assert verdict_line(v, 5000).startswith("FAIL params=5000 min_last3=99.39%")
-    early_dip = summarise(history([90.0, 99.5, 99.41, 99.45]), 5000)
+    early_dip = summarise(record([90.0, 99.5, 99.41, 99.45]))
     assert verdict([early_dip], 99.40)["passed"]  # only the last 3 epochs count
+
+
+def test_verdict_reports_the_distribution_over_seeds():
+    runs = [summarise(record([99.5, m - 0.01, m, m + 0.01], seed=s)) for s, m in enumerate([99.45, 99.50, 99.38])]
+    v = verdict(runs, 99.40)
+    assert (v["passes"], v["seeds"], v["worst_seed"]) == (2, 3, 2) and v["passed"] is False
+    low, high = v["ci95_mean_last3"]
+    assert low < v["mean_last3"] < high and high - low == pytest.approx(2 * 4.303 * 0.06 / 3 ** 0.5, rel=1e-3)
+    assert distribution_line(v).startswith("2/3 seeds pass; mean last-3 95% CI ")
+    assert verdict(runs[:1], None)["ci95_mean_last3"] is None and verdict(runs[:1], None)["passes"] is None
+
+
+def test_a_diverged_seed_is_a_failed_result_not_an_error():
+    v = verdict([summarise(record([99.5, 99.6], diverged="loss nan")), summarise(record([99.5] * 4, seed=1))], 99.4)
+    assert v["passed"] is False and v["passes"] == 1 and v["worst_seed"] == 0
 
 
 def test_load_candidate_accepts_baselines_and_files(tmp_path, data_root, capsys):
     data = D.load("mnist", data_root, val_size=0)
     assert fit_to(load_candidate("exp4"), data).params == count_params(baselines.get("exp4").arch)
     assert capsys.readouterr().err == ""
-    for old in ("4", "baselines/exp4", "baselines/exp4.py"):  # older spellings: one release, with a warning
-        assert load_candidate(old).name == "exp4"
-        assert "is now 'exp4'" in capsys.readouterr().err
+    for old in ("4", "baselines/exp4"):  # 0.1.0 is unreleased: no old spellings kept
+        with pytest.raises(BadInput, match="known: exp1, exp2, exp3, exp4"):
+            load_candidate(old)
     # a user's module is a module wherever it lives, and named like a standard module it shadows nothing
     (tmp_path / "baselines").mkdir()
     for path in (tmp_path / "m.py", tmp_path / "baselines" / "mine.py", tmp_path / "json.py"):
@@ -124,20 +142,21 @@ def test_verify_cli_on_synthetic_data(tmp_path, data_root, capsys):
     path.write_text(render(TINY.with_recipe(epochs=6), {"Study": "t"}))
     args = ["verify", str(path), "--seeds", "2", "--data-dir", str(data_root), "--threads", "1"]
     with pytest.raises(SystemExit) as e:  # 3 epochs on synthetic data: nowhere near 99.99% -> FAIL, exit 1
-        main(args + ["--target", "99.99", "--json", str(tmp_path / "v.json")])  # the old spelling of --bar, still
+        main(args + ["--bar", "99.99", "--json", str(tmp_path / "v.json")])
     captured = capsys.readouterr()
-    assert e.value.code == 1 and "--target is now --bar" in captured.err
-    assert captured.out.strip().splitlines()[-1].startswith(f"FAIL params={count_params(TINY)}")
+    assert e.value.code == 1
+    assert captured.out.strip().splitlines()[-2].startswith(f"FAIL params={count_params(TINY)}")
+    assert captured.out.strip().splitlines()[-1].startswith("0/2 seeds pass; mean last-3 95% CI")
     assert json.loads((tmp_path / "v.json").read_text())["verdict"]["passed"] is False
     main(args + ["--bar", "40", "--jobs", "2"])  # but it does learn (chance is 10%); seeds in parallel
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"PASS params={count_params(TINY)}")
+    assert capsys.readouterr().out.strip().splitlines()[-2].startswith(f"PASS params={count_params(TINY)}")
 
 
 @pytest.mark.parametrize("name", ['x""";import os;os.system("touch INJECTED");"""', "a\\\"\"\"\\", "tab\there\x00nul", "'''"])
 def test_text_from_a_study_cannot_become_code_in_the_module(tmp_path, name):
     import ast
 
-    from budgetnas.search.render import render
+    from budgetnas.search.engine.render import render
 
     source = render(baselines.get("exp4").arch, {"Study": name, name: "key too"})
     tree = ast.parse(source)  # still one valid module
@@ -155,7 +174,7 @@ def test_a_headline_module_is_what_render_makes_of_its_arch(study):
     here until they are rendered again (`budgetnas render studies/NAME/best.json`)."""
     from pathlib import Path
 
-    from budgetnas.search.render import render_file
+    from budgetnas.search.engine.render import render_file
 
     folder = Path(__file__).resolve().parent.parent / "studies" / study
     made, committed = render_file(folder / "best.json"), (folder / "best.py").read_text()
@@ -192,7 +211,7 @@ def test_the_headline_numbers_are_those_its_verify_json_records(path, docs):
     """A headline verify line is verify's own line for the committed verify JSON, not typed by hand."""
     from pathlib import Path
 
-    from budgetnas.search.verify import verdict_line
+    from budgetnas.search.engine.verify import verdict_line
 
     root = Path(__file__).resolve().parent.parent
     record = json.loads((root / "studies" / path).read_text())

@@ -11,8 +11,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from budgetnas.search.runner import alive
-from budgetnas.search.storage import make_storage
+from budgetnas.search.study.storage import make_storage
+from budgetnas.search.study.workers import alive
 
 CONFIG = """
 [study]
@@ -144,7 +144,7 @@ def test_a_dead_workers_trials_are_failed_at_once_and_retried_once(tmp_path, url
 
     from optuna.distributions import FloatDistribution
 
-    from budgetnas.search.runner import fail_orphans
+    from budgetnas.search.study.workers import fail_orphans
 
     os.chdir(tmp_path)
     study = optuna.create_study(study_name="o", storage=make_storage(url, 30))
@@ -162,8 +162,8 @@ def test_a_dead_workers_trials_are_failed_at_once_and_retried_once(tmp_path, url
 
 
 def test_a_worker_that_died_is_one_line_not_a_traceback(tmp_path, data_root, monkeypatch):
-    from budgetnas.search import runner
-    from budgetnas.search.study import StudyConfig, StudyError
+    from budgetnas.search.study import workers as runner
+    from budgetnas.search.study.config import StudyConfig, StudyError
 
     class Dead:  # a worker the kernel killed (out of memory): exit code -9, no trial run
         def __init__(self, *args, **kwargs):

@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from budgetnas.search import storage as S
+from budgetnas.search.study import storage as S
 
 
 def add(study, x):
@@ -44,7 +44,7 @@ def test_a_lock_left_by_a_killed_writer_is_broken(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("url", ["journal:j.journal", "sqlite:///s.db"])
 def test_a_resumed_study_does_not_propose_its_first_trials_again(tmp_path, url):
-    from budgetnas.search.study import StudyConfig, open_study
+    from budgetnas.search.study.config import StudyConfig, open_study
     from budgetnas.space import sample_arch
 
     def sample(trial):

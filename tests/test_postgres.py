@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from budgetnas.search.storage import make_storage
+from budgetnas.search.study.storage import make_storage
 
 CONFIG = """
 [study]

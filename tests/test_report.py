@@ -4,11 +4,11 @@ from pathlib import Path
 import pytest
 
 from budgetnas import baselines
-from budgetnas.search.annotate import describe
 from budgetnas.search.cli import main
-from budgetnas.search.runner import run
-from budgetnas.search.select import best_trial
-from budgetnas.search.train import Engine
+from budgetnas.search.engine.train import Engine
+from budgetnas.search.study.notes import describe
+from budgetnas.search.study.select import best_trial
+from budgetnas.search.study.workers import run
 from budgetnas.space import Arch, Conv, Pool, Recipe, SpaceConfig
 from tests.conftest import cfg, filled_sample
 

@@ -6,13 +6,10 @@ import pytest
 from optuna.trial import TrialState
 
 from budgetnas import baselines
-from budgetnas.search.loop import Diverged
-from budgetnas.search.objective import make_objective
-from budgetnas.search.runner import run
-from budgetnas.search.select import best_trial, pareto_front
-from budgetnas.search.status import summary
-from budgetnas.search.storage import make_storage
-from budgetnas.search.study import (
+from budgetnas.search.engine.loop import Diverged
+from budgetnas.search.engine.train import Engine
+from budgetnas.search.report.status import summary
+from budgetnas.search.study.config import (
     FINGERPRINT,
     StudyConfig,
     StudyError,
@@ -21,7 +18,10 @@ from budgetnas.search.study import (
     make_pruner,
     open_study,
 )
-from budgetnas.search.train import Engine
+from budgetnas.search.study.objective import make_objective
+from budgetnas.search.study.select import best_trial, pareto_front
+from budgetnas.search.study.storage import make_storage
+from budgetnas.search.study.workers import run
 from budgetnas.space import Arch, SpaceConfig, count_params, min_params, params_of
 from tests.conftest import SMALL, cfg, filled_sample, random_archs
 
@@ -246,7 +246,7 @@ def test_same_seed_same_trials(data_root):
 
 
 @pytest.mark.parametrize("bad, match", [
-    ({"budget": 0}, "positive"),
+    ({"budget": 0}, "budget must be a whole number >= 1"),
     ({"budget": 100}, "smallest model"),
     ({"objective": "speed"}, "objective"),
 ])
@@ -262,7 +262,7 @@ def test_min_params_is_a_real_lower_bound(space):
 
 
 def test_bad_storage_url():
-    from budgetnas.search.storage import StorageError
+    from budgetnas.search.study.storage import StorageError
 
     with pytest.raises(StorageError, match="storage must be"):
         make_storage("redis://x")
@@ -320,8 +320,8 @@ def test_the_head_has_as_many_logits_as_the_data_has_classes(data_root):
 
 
 def test_one_ranking_breaks_ties_by_fewer_params_then_the_earlier_trial():
-    from budgetnas.search.confirm import KEY, confirmed
-    from budgetnas.search.select import top_trials
+    from budgetnas.search.study.confirm import KEY, confirmed
+    from budgetnas.search.study.select import top_trials
 
     study = optuna.create_study(direction="maximize")
     for value, params in [(99.0, 5000), (99.1, 6000), (99.1, 5500), (99.1, 5500)]:

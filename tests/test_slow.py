@@ -6,8 +6,8 @@ from functools import partial
 import pytest
 
 from budgetnas import baselines
-from budgetnas.search.data import load
-from budgetnas.search.train import Engine, train
+from budgetnas.search.engine.data import load
+from budgetnas.search.engine.train import Engine, train
 from budgetnas.space import build
 
 pytestmark = pytest.mark.slow

@@ -3,9 +3,9 @@ from functools import partial
 import pytest
 import torch
 
-from budgetnas.search.data import load
-from budgetnas.search.loop import Diverged, augment, ema_decay, ema_split, ema_update
-from budgetnas.search.train import Engine, bf16_pays, compile_pays, train
+from budgetnas.search.engine.data import load
+from budgetnas.search.engine.loop import Diverged, augment, ema_decay, ema_split, ema_update
+from budgetnas.search.engine.train import Engine, bf16_pays, compile_pays, train
 from budgetnas.space import build
 from tests.conftest import TINY
 

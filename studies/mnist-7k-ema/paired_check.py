@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from budgetnas.search.data import load
-from budgetnas.search.loop import augment, evaluate, make_optimizer, make_schedule, to_unit
-from budgetnas.search.verify import load_candidate
+from budgetnas.search.engine.data import load
+from budgetnas.search.engine.loop import augment, evaluate, make_optimizer, make_schedule, to_unit
+from budgetnas.search.engine.verify import load_candidate
 
 DECAYS = (0.998, 0.999, 0.9995)
 

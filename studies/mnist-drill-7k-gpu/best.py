@@ -116,7 +116,7 @@ class Net(nn.Module):
         return self.head(x)
 
 
-# ----------------------------------------------------------------------------- training: budgetnas's search/loop.py
+# ----------------------------------------------------------------------------- training: budgetnas's search/engine/loop.py
 EVAL_BATCH = 4096  # images per evaluation forward; memory is tiny for these models
 
 
@@ -281,7 +281,7 @@ def fit(make_model, recipe, train, evals, mean, std, seed=0, device="cpu", bf16=
     return history
 
 
-# ----------------------------------------------------------------------------- data: budgetnas's search/read.py
+# ----------------------------------------------------------------------------- data: budgetnas's search/engine/read.py
 IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 NPZ = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}

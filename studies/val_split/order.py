@@ -11,8 +11,8 @@ import sys
 
 import numpy as np
 
-from budgetnas.search.data import resolve_root
-from budgetnas.search.read import read
+from budgetnas.search.engine.data import resolve_root
+from budgetnas.search.engine.read import read
 
 LAGS = (1, 2, 5, 10, 100, 1000, 10000)
 

@@ -1,0 +1,17 @@
+"""Stage 1, Explore: the broad default space at a low fidelity chosen from the time budget, the
+baselines warm-started (shrunk to the budget where they exceed it)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ...space import SpaceConfig
+from .stage import run_stage
+from .warm import shrunk_baselines, write_archs
+
+
+def explore(drill) -> None:
+    p = drill.plan
+    cfg = drill.cfg.stage("explore", epochs=p.explore_epochs, subset=p.explore_images, space=SpaceConfig())
+    warm = write_archs(drill.cfg.folder, shrunk_baselines(drill.cfg, cfg.data.load()))
+    run_stage(drill, replace(cfg, warm_from=warm), 0.0, p.explore_end, training_s=p.explore_training_s)

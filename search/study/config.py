@@ -1,0 +1,283 @@
+"""A study: its configuration (defaults -> TOML -> CLI), Optuna storage, sampler and pruner.
+
+Optuna's storages are the distributed engine: SQLite by default, a PostgreSQL/MySQL URL or
+a journal file for many workers. A study remembers the budget, space and fidelity it was
+created with; resuming it with different ones is refused instead of mixing trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import optuna
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from ... import baselines
+from ...space import Arch, SpaceConfig, min_params, params_of
+from ...space.errors import BadInput
+from ...space.sample import fits, params_in
+from ..engine.data import VAL_SPLITS
+from ..engine.seeds import DataSpec
+from .notes import study_note
+from .storage import check_storage_url, default_storage, make_storage, redact
+
+OBJECTIVES = ("accuracy", "pareto")
+PRUNERS = ("median", "median-by-schedule", "halving", "hyperband", "none")
+MAX_SECONDS = 366 * 24 * 3600.0  # a time budget beyond a year is a typo, not a plan
+FINGERPRINT = "budgetnas"  # study user attribute holding what the study was created with
+ADDED_SINCE = {"val_split": "random", "fill": False}  # fingerprint settings added after the first studies: what they meant
+
+
+class StudyError(BadInput):
+    """A study that cannot be created, opened or resumed as asked."""
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99})?")
+
+
+def check_name(name: str) -> str:
+    """A study's name is also a folder under studies/ (and a drill's stage, NAME/stage): letters,
+    digits, '.', '_' and '-', never a path that leaves studies/."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
+        raise StudyError(f"a study name must be 1-100 letters, digits, '.', '_' or '-' (it names a folder "
+                         f"under studies/), but got {name!r}.")
+    return name
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """What a study and a drill share: a name, a budget, the data and its validation split, the
+    fidelity. Each setting is declared, defaulted and checked here once."""
+
+    name: str = "default"  # study name in the storage (a drill's: its folder under studies/)
+    budget: int = 8000  # hard limit on trainable parameters
+    dataset: str = "mnist"  # mnist | fashion-mnist | kmnist, or a path: your own .npz, image folder or IDX folder
+    data_dir: str | None = None  # data root; default $BUDGETNAS_DATA, else ./data
+    val_size: int = 5000  # validation images held out from the training file; selection sees only these
+    val_split: str = "random"  # random | tail: which training images are held out (engine/data.py)
+    subset: int | None = None  # train on the first N training images (default: all but the validation split)
+    epochs: int = 15  # training epochs per trial (the fidelity)
+    seed: int = 0  # sampler seed; trial k trains with a seed derived from (seed, k)
+    storage: str | None = None  # Optuna storage URL; default sqlite:///studies/NAME.db (a drill: its journal)
+
+    def __post_init__(self):
+        check_name(self.name)
+        whole(self, budget=1, val_size=1, epochs=1, seed=0, subset=1)
+        if self.val_split not in VAL_SPLITS:
+            raise StudyError(f"val_split must be one of {VAL_SPLITS}, but got {self.val_split!r}.")
+        check_storage_url(self.storage_url)
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or default_storage(self.name)
+
+    @property
+    def data(self) -> DataSpec:
+        """The images selection trains and scores on (never the test split)."""
+        return DataSpec(self.dataset, self.data_dir, self.val_size, self.val_split, self.subset)
+
+
+def whole(cfg, **least: int) -> None:
+    """Settings that are whole numbers at or above their least values (None: not set, where allowed)."""
+    for name, low in least.items():
+        v = getattr(cfg, name)
+        if v is None and name in ("subset",):
+            continue
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise StudyError(f"{name} must be a whole number >= {low}, but got {v!r}.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyConfig(RunConfig):
+    trials: int = 20  # trials to run in this invocation
+    timeout: float | None = None  # stop starting new trials after this many seconds
+    objective: str = "accuracy"  # accuracy: max val acc | pareto: max val acc, min params
+    pruner: str = "median"  # median | median-by-schedule | halving | hyperband | none: early stopping (accuracy objective)
+    fill: bool = False  # scale each sampled model's widths by the largest one factor within the budget
+    warm_start: bool = True  # enqueue the four baselines first
+    warm_from: tuple[str, ...] = ()  # then these Arch JSON files (an earlier study's best), moved into the space
+    dry_run: bool = False  # sample and count only, no training
+    heartbeat: int = 30  # seconds between a worker's heartbeats (RDB storages); dead after 4 missed
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        whole(self, trials=1, heartbeat=1)
+        if self.timeout is not None and not 0 < self.timeout <= MAX_SECONDS:
+            raise StudyError(f"timeout must be a number of seconds in (0, {MAX_SECONDS:.0f}], but got {self.timeout}.")
+        if self.objective not in OBJECTIVES:
+            raise StudyError(f"objective must be one of {OBJECTIVES}, but got {self.objective!r}.")
+        if self.pruner not in PRUNERS:
+            raise StudyError(f"pruner must be one of {PRUNERS}, but got {self.pruner!r}.")
+        smallest = min_params(self.space)
+        if self.budget < smallest:
+            raise StudyError(f"budget {self.budget} is below the smallest model in the space ({smallest} params).")
+
+
+    def fingerprint(self) -> dict:
+        """What must not change when a study is resumed."""
+        return {"budget": self.budget, "objective": self.objective, "epochs": self.epochs, "dataset": self.dataset,
+                "val_size": self.val_size, "val_split": self.val_split, "subset": self.subset,
+                "fill": self.fill, "space": self.space.to_dict()}
+
+    def to_dict(self) -> dict:
+        """For the record (config.resolved.json, the study's attributes): the storage's password redacted."""
+        return {**asdict(self), "storage": redact(self.storage), "space": self.space.to_dict()}
+
+
+def fingerprint_of(study: optuna.Study) -> dict:
+    """What `study` was created with (StudyConfig.fingerprint), as stored on it; {} if nothing is.
+    A setting added since the study was made counts as its default."""
+    fp = study.user_attrs.get(FINGERPRINT)
+    return {**ADDED_SINCE, **fp, "space": {**SpaceConfig().to_dict(), **fp.get("space", {})}} if fp else {}
+
+
+def load_config(path: str | Path | None, **overrides) -> StudyConfig:
+    """Defaults, then the TOML file ([study] and [space] tables), then non-None overrides."""
+    d: dict = {}
+    if path is not None:
+        try:
+            toml = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise StudyError(f"{path}: no such config file.") from None
+        except (OSError, UnicodeDecodeError) as e:  # a folder, permission denied, not text
+            raise StudyError(f"{path}: cannot read the config file ({getattr(e, 'strerror', None) or e}).") from None
+        except tomllib.TOMLDecodeError as e:
+            raise StudyError(f"{path}: not valid TOML ({e}).") from None
+        unknown = set(toml) - {"study", "space"}
+        if unknown:
+            raise StudyError(f"{path}: unknown tables {sorted(unknown)}; known: ['space', 'study'].")
+        d = dict(toml.get("study", {}))
+        known = {f.name for f in fields(StudyConfig)} - {"space"}
+        if set(d) - known:
+            raise StudyError(f"{path}: unknown [study] keys {sorted(set(d) - known)}; known: {sorted(known)}.")
+        _check_types(path, d)
+        d["space"] = SpaceConfig.from_dict(toml.get("space", {}))
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return StudyConfig(**d)
+
+
+def _check_types(path, d: dict) -> None:
+    defaults = StudyConfig.__dataclass_fields__
+    types = {"int": int, "float": (int, float), "str": str, "bool": bool}
+    for k, v in d.items():
+        want = defaults[k].type.split(" | ")[0]
+        if want == "tuple[str, ...]":
+            if not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+                raise StudyError(f"{path}: [study] {k} must be a list of file names, but got {v!r}.")
+            d[k] = tuple(v)
+            continue
+        ok = isinstance(v, types[want]) and not (want != "bool" and isinstance(v, bool))
+        if not ok:
+            raise StudyError(f"{path}: [study] {k} must be {want}, but got {v!r}.")
+
+
+def warm_params(cfg: StudyConfig) -> dict[str, dict]:
+    """Trial params of each `warm_from` file, moved into the study's space."""
+    out = {}
+    for path in cfg.warm_from:
+        try:
+            arch = Arch.from_json(Path(path).read_text())
+            out[path] = params_in(cfg.space, arch)  # epochs are the study's fidelity, not a param
+        except OSError as e:
+            raise StudyError(f"warm_from {path}: cannot read it ({e.strerror}).") from None
+        except (ValueError, TypeError, KeyError) as e:
+            raise StudyError(f"warm_from {path}: not an architecture this space can start from ({str(e).rstrip('.')}).") from None
+    return out
+
+
+def make_sampler(cfg: StudyConfig, worker: int = 0, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+    """TPE over the conditional space. Each worker gets its own seed, or all would propose alike;
+    so does each resume (`resumed_at`: trials already in the study), or a resumed study would
+    propose its first trials' models again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=(cfg.seed * 1000 + worker + 7919 * resumed_at) % 2**32,
+                                          multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
+
+
+class SameSchedule:
+    """The study as a pruner sees it, holding only the trials trained on one LR schedule."""
+
+    def __init__(self, study: optuna.Study, schedule):
+        self.study, self.schedule, self.direction = study, schedule, study.direction
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:
+        return [t for t in self.study.get_trials(deepcopy=deepcopy, states=states)
+                if t.params.get("schedule") == self.schedule]
+
+
+class MedianBySchedule(optuna.pruners.BasePruner):
+    """Optuna's median rule, a trial judged only against completed trials of its own LR schedule.
+
+    A one-cycle run sits below a constant-rate one until its rate comes down in the last
+    epochs, so the plain median, over every completed trial, stops it early whatever it
+    would have become (a drill's notebook counts each stage's trainings by schedule).
+    Optuna's pruners cannot be told whom to compare with, so MedianPruner is handed a view of
+    the study that holds only the trial's peers; with fewer than its start-up count of them
+    it stops nothing."""
+
+    def __init__(self, median: optuna.pruners.MedianPruner):
+        self.median = median
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return self.median.prune(SameSchedule(study, trial.params.get("schedule")), trial)
+
+
+def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    if cfg.pruner in ("median", "median-by-schedule"):  # each epoch against the median of earlier trials
+        # the first epochs of a one-cycle run are noisy: no verdict before epoch 2 (epoch 1 in short runs)
+        median = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min(2, max(1, cfg.epochs // 3)))
+        return median if cfg.pruner == "median" else MedianBySchedule(median)
+    if cfg.pruner == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
+    if cfg.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=2, max_resource=cfg.epochs, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
+    """Create the study, or resume it if its fingerprint matches this config."""
+    storage = storage if storage is not None else make_storage(cfg.storage_url, cfg.heartbeat)
+    directions = ["maximize", "minimize"] if cfg.objective == "pareto" else ["maximize"]
+    study = optuna.create_study(study_name=cfg.name, storage=storage, directions=directions,
+                                sampler=make_sampler(cfg, worker), pruner=make_pruner(cfg), load_if_exists=True)
+    fp = cfg.fingerprint()
+    old = fingerprint_of(study)
+    if not old:
+        if study.trials:
+            raise StudyError(f"study {cfg.name!r} exists in {redact(cfg.storage_url)} but was not made by budgetnas.")
+        warm = warm_params(cfg) if cfg.warm_start else {}  # a bad file stops us before the study is stamped
+        study.set_user_attr(FINGERPRINT, fp)
+        study.set_user_attr("config", json.loads(json.dumps(cfg.to_dict())))
+        if not cfg.dry_run:
+            study_note(study, cfg.to_dict())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["val_acc", "params"] if cfg.objective == "pareto" else ["val_acc"])
+        if cfg.warm_start:  # the baselines the space can express; the budget check still applies to them
+            for b in baselines.all_baselines():
+                if fits(cfg.space, b.arch):
+                    study.enqueue_trial(params_of(b.arch), user_attrs={"baseline": b.name}, skip_if_exists=True)
+        for path, params in warm.items():
+            study.enqueue_trial(params, user_attrs={"warm_from": path}, skip_if_exists=True)
+        return study
+    if study.trials:  # a resume: its own seed, and the process's, as two may resume at once
+        study.sampler = make_sampler(cfg, worker + 1000 * os.getpid(), resumed_at=len(study.trials))
+    if old != fp:
+        changed = sorted(k for k in fp if fp[k] != old.get(k))
+        detail = "; ".join(f"{k}: was {old.get(k)!r}, now {fp[k]!r}" for k in changed if k != "space")
+        if "space" in changed:
+            detail += ("; " if detail else "") + "space: changed"
+        raise StudyError(f"study {cfg.name!r} was created with other settings ({detail}); "
+                         "use a new --study name or the original settings.")
+    return study

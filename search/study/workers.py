@@ -1,0 +1,207 @@
+"""Run a study: load data once, open (or resume) the study, optimize, log one line a trial."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from ...space.errors import BadInput
+from ..engine.results import studies_root
+from ..engine.seeds import die_with_parent
+from ..engine.train import Engine, threads_each
+from .config import StudyConfig, StudyError, open_study
+from .objective import make_objective
+from .storage import make_storage, redact
+
+
+def artifact_dir(name: str) -> Path:
+    """Where a study's artifacts live: next to the study, out of git."""
+    return studies_root() / name / "artifacts"
+
+
+def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    a = trial.user_attrs
+    value = f"val {trial.values[0]:.2f}%" if trial.values else a.get("pruned_reason", trial.state.name.lower())
+    secs = a.get("seconds", 0.0)
+    print(f"trial {trial.number:3d} {trial.state.name:8s} {a.get('params', 0):6,} params  {value}  ({secs:.0f}s)",
+          flush=True)
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C or `kill` with the interrupt's traceback, one per
+    worker: keep its line (which trial, which params), drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info = None
+        return True
+
+
+NO_INTERRUPT_TRACEBACK = _NoInterruptTraceback()
+
+
+def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int = 0,
+        callbacks: tuple = ()) -> optuna.Study:
+    """Optimize `cfg.trials` more trials (or until `cfg.timeout`) and return the study.
+    `callbacks`: more `callback(study, trial)` after each trial (picklable, for workers)."""
+    optuna.logging.get_logger("optuna.study._optimize").addFilter(NO_INTERRUPT_TRACEBACK)  # once: a set
+    data = None if cfg.dry_run else cfg.data.load()
+    if data is not None and data.val is None:
+        raise BadInput("a search needs a validation split: val_size must be > 0.")
+    if storage is None and cfg.dry_run:  # a dry run never touches the real study
+        storage = optuna.storages.InMemoryStorage()
+    before = _trial_count(cfg, storage)
+    study = open_study(cfg, storage=storage, worker=worker)
+    if worker == 0:
+        if data is not None:
+            print(f"data: {cfg.dataset}, {len(data.train):,} training and {len(data.val):,} validation images", flush=True)
+        print(f"study {cfg.name}: {'resumed with ' + str(before) + ' trials' if before else 'created'} in "
+              f"{redact(cfg.storage_url)}; up to {cfg.trials} more trials"
+              + (f" or {cfg.timeout / 60:.1f} min" if cfg.timeout else ""), flush=True)
+    if not cfg.dry_run and worker == 0:
+        out = studies_root() / cfg.name / "config.resolved.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({**cfg.to_dict(), "engine": engine.pinned().to_dict()}, indent=1) + "\n")
+    if worker == 0:
+        fail_orphans(study)
+    objective = make_objective(budget=cfg.budget, space=cfg.space, epochs=cfg.epochs, data=data,
+                               pareto=cfg.objective == "pareto", fill=cfg.fill, seed=cfg.seed, engine=engine, dry_run=cfg.dry_run,
+                               notes=not cfg.dry_run, artifact_dir=None if cfg.dry_run else artifact_dir(cfg.name))
+    study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout, callbacks=[log_trial, *callbacks])
+    return study
+
+
+def worker_gone(t: optuna.trial.FrozenTrial) -> bool:
+    """Was `t` run by a process of this machine that no longer exists (killed, machine rebooted)?
+    Trials of other machines' workers are theirs to judge (their heartbeat)."""
+    host, _, pid = t.user_attrs.get("worker", "").rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not alive(int(pid))
+
+
+def fail_orphans(study: optuna.Study) -> None:
+    """Crash recovery on any storage: a RUNNING trial whose worker is gone (`worker_gone`) ends FAIL
+    at once (on SQLite and PostgreSQL the heartbeat would only do it after its grace period), and a
+    FAIL trial of such a worker (one stopped by Ctrl-C or `kill`) is enqueued again, once. A retry
+    that fails too is not retried again."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:
+        if t.state not in (TrialState.RUNNING, TrialState.FAIL) or not worker_gone(t):
+            continue
+        if t.state == TrialState.RUNNING:
+            study.tell(t.number, state=TrialState.FAIL)
+        retry = "retry_of" not in t.user_attrs and t.number not in retried
+        if retry:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number,
+                                                      **{k: t.user_attrs[k] for k in ("baseline", "warm_from")
+                                                         if k in t.user_attrs}})
+        if retry or t.state == TrialState.RUNNING:
+            print(f"trial {t.number:3d} FAIL     its worker ({t.user_attrs['worker']}) is gone"
+                  f"{'; enqueued again' if retry else ''}", flush=True)
+
+
+def _trial_count(cfg: StudyConfig, storage) -> int:
+    """Trials already in the study (0 if it does not exist yet), for the start-up line."""
+    try:
+        storage = storage if storage is not None else make_storage(cfg.storage_url, None)
+        return len(storage.get_all_trials(storage.get_study_id_from_name(cfg.name), deepcopy=False))
+    except KeyError:
+        return 0
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = Engine(),
+                callbacks: tuple = ()) -> optuna.Study:
+    """`workers` processes on one study, `cores // workers` torch threads each.
+
+    None: one single-threaded worker per core (`budgetnas bench --workers 1 2` measured it
+    faster than one worker on all cores), where the storage lets processes share it; one
+    worker on SQLite. The parent creates the study (and enqueues the baselines) first, so
+    workers only ever resume it; each worker's sampler has its own seed, and the trials are
+    split between them.
+    """
+    if workers is None:
+        shareable = not (cfg.dry_run or cfg.storage_url.startswith("sqlite"))
+        workers = min(os.cpu_count() or 1, cfg.trials) if shareable else 1
+    if workers < 1:
+        raise BadInput(f"workers must be >= 1, but got {workers}.")
+    if workers == 1:
+        stop_on_signals()  # `kill` ends the running trial as FAIL, as Ctrl-C does
+        return run(cfg, engine, callbacks=callbacks)
+    if cfg.dry_run or cfg.storage_url.startswith("sqlite"):
+        raise BadInput("--workers > 1 needs a storage that several processes can share safely: "
+                         "--storage journal:studies/NAME.journal (one machine) or a postgresql:// URL.")
+    cfg.data.load()  # fail here, not in K workers
+    open_study(cfg)
+    threads = threads_each(workers)
+    ctx = multiprocessing.get_context("spawn")
+    procs = []
+    for w in range(workers):
+        share = cfg.trials // workers + (w < cfg.trials % workers)
+        if share:
+            procs.append(ctx.Process(target=_worker, args=(replace(cfg, trials=share), w, threads, engine,
+                                                                 callbacks)))
+    stop_on_signals()  # `kill` of this process stops the workers, as Ctrl-C does
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:  # a terminal's Ctrl-C reaches the workers too, `kill PID` only this process
+        started = [p for p in procs if p.pid is not None]
+        for p in started:
+            p.terminate()  # SIGTERM: the worker ends its running trial as FAIL, then exits
+        for p in started:
+            p.join()
+        raise
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    if failed:
+        raise StudyError(f"{len(failed)} worker(s) died (exit codes {failed}; -9: killed, e.g. out of memory); "
+                         "their trials end FAIL and are retried when the same command resumes the study.")
+    return open_study(cfg)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM stop this process, even where a shell started it ignoring SIGINT (`cmd &`)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop)
+
+
+def _stop(signum, frame):
+    for sig in STOP_SIGNALS:  # a second signal must not cut the clean-up short
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt  # Optuna then ends the running trial as FAIL instead of leaving it RUNNING
+
+
+def _worker(cfg: StudyConfig, worker: int, threads: int, engine: Engine, callbacks: tuple = ()) -> None:
+    stop_on_signals()
+    die_with_parent()
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        run(cfg, engine, worker=worker, callbacks=callbacks)
+    except KeyboardInterrupt:  # its trial is already FAIL; the parent reports the interruption
+        sys.exit(130)
