@@ -389,10 +389,15 @@ def cmd_bench(args) -> None:
 
 # ----------------------------------------------------------------------------- parser
 class OneLineParser(argparse.ArgumentParser):
-    """Bad flags are one line and exit 2, as every other bad input (`--help` shows the usage)."""
+    """Bad flags are one line and exit 2, as every other bad input (`--help` shows the usage). No
+    abbreviations: `--seed 7` is not silently `--seeds 7`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        command = self.prog.removeprefix("budgetnas").strip()
+        self.exit(EXIT_USAGE, f"budgetnas: error: {command + ': ' if command else ''}{message}\n")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -211,13 +211,16 @@ def test_bad_data_is_one_line_naming_the_file_exit_2_and_nothing_written(make, t
 
 def test_a_drill_on_the_users_colour_data_verifies_a_module_for_it(tmp_path):
     from budgetnas.search.drill.run import Drill, DrillConfig
+    from budgetnas.search.report.notebook import write_drill_report
 
     path = write_npz(tmp_path / "rgb.npz", n_train=900, n_test=200)
     # 7 s: too little for any plan, so each stage gets its minimum; what this tests is the data, not the plan
     cfg = DrillConfig(name="rgb", dataset=str(path), budget=6000, hours=0.002, epochs=2, val_size=200, seeds=1,
                       workers=1)
-    out = Drill(cfg, log=lambda line: None).run()
-    assert out["verdict"]["passed"] is None  # a drill without a bar verifies without a verdict (none by default)
+    drill = Drill(cfg, log=lambda line: None)
+    out = drill.run()
+    write_drill_report(drill.study, cfg.folder)  # as `budgetnas drill` does
+    assert out.verdict["passed"] is None  # a drill without a bar verifies without a verdict (none by default)
     source = (cfg.folder / "best.py").read_text()
     assert "INPUT = (3, 32, 32)" in source and "CLASSES = 12" in source
     assert "## 4. Verify" in (cfg.folder / "REPORT.md").read_text()

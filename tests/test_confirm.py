@@ -5,8 +5,8 @@ import pytest
 
 from budgetnas.search.cli import main
 from budgetnas.search.engine import seeds
-from budgetnas.search.engine.seeds import DataSpec
 from budgetnas.search.engine.loop import Diverged
+from budgetnas.search.engine.seeds import DataSpec
 from budgetnas.search.engine.train import Engine
 from budgetnas.search.study.confirm import KEY, confirm, confirm_seed, confirmed
 from budgetnas.search.study.select import completed, val_acc
@@ -78,7 +78,7 @@ def test_confirm_and_export_confirmed_from_the_cli(study, data_root, tmp_path, c
     assert "**Confirmation**" in report and f"confirmed choice (`budgetnas export --confirmed`) is trial {chosen.number}," in report
     with pytest.raises(SystemExit):
         main(["confirm", "--study", "t", "--top", "0", "--data-dir", str(data_root)])
-    assert "--top and --seeds must be >= 1" in capsys.readouterr().err
+    assert "argument --top: must be a whole number >= 1" in capsys.readouterr().err
 
 
 def test_confirm_needs_a_completed_trial(data_root, tmp_path, capsys):

@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 from dataclasses import replace
@@ -84,7 +85,7 @@ def test_verdict_reports_the_distribution_over_seeds():
     v = verdict(runs, 99.40)
     assert (v["passes"], v["seeds"], v["worst_seed"]) == (2, 3, 2) and v["passed"] is False
     low, high = v["ci95_mean_last3"]
-    assert low < v["mean_last3"] < high and high - low == pytest.approx(2 * 4.303 * 0.06 / 3 ** 0.5, rel=1e-3)
+    assert low < v["mean_last3"] < high and high - low == pytest.approx(2 * 4.303 * statistics.stdev([99.45, 99.50, 99.38]) / 3 ** 0.5)
     assert distribution_line(v).startswith("2/3 seeds pass; mean last-3 95% CI ")
     assert verdict(runs[:1], None)["ci95_mean_last3"] is None and verdict(runs[:1], None)["passes"] is None
 

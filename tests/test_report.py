@@ -21,7 +21,7 @@ def small_study(data_root, scripted_search):
 
 
 def test_export_verify_report_on_a_small_study(small_study, data_root, tmp_path, capsys):
-    shutil.copytree(ROOT / "baselines" / "results", tmp_path / "baselines" / "results")  # as in the repository
+    shutil.copytree(ROOT / "studies" / "baselines", tmp_path / "studies" / "baselines")  # as in the repository
     best = best_trial(small_study)
     main(["export", "--study", "t", "-o", "studies/t/best.py"])
     source = (tmp_path / "studies/t/best.py").read_text()

@@ -58,8 +58,6 @@ def test_a_filling_study_trains_each_sample_scaled_to_the_budget():
         return [t for t in s.trials if t.user_attrs.get("pruned_by") != "shape"]
 
     plain, full = study(False), study(True)
-    assert sum(t.user_attrs.get("pruned_by") == "budget" for t in plain) >= 10  # what fill saves
-    assert [t.params for t in plain] == [t.params for t in full]  # the same samples
     for t in full:
         assert t.state == TrialState.COMPLETE and Arch.from_dict(t.user_attrs["arch"]) == filled_sample(t, space, 15, 6000)
         assert t.user_attrs["params"] <= 6000
@@ -69,19 +67,14 @@ def test_a_filling_study_trains_each_sample_scaled_to_the_budget():
     assert any(v is True for t in full for k, v in t.params.items() if k.endswith("_separable"))  # depthwise too
 
 
-def test_sampler_learns_the_budget_from_constraints():
-    """TPE reads trial.constraints: over 120 dry-run trials it proposes far fewer over-budget
-    models than random sampling does."""
-    objective = make_objective(budget=8000, space=SpaceConfig(), epochs=15, data=None, dry_run=True)
-
-    def over_budget_share(sampler):
-        study = optuna.create_study(direction="maximize", sampler=sampler)
-        study.optimize(objective, n_trials=120)
-        return sum(t.user_attrs.get("pruned_by") == "budget" for t in study.trials[20:]) / 100
-
-    random_share = over_budget_share(optuna.samplers.RandomSampler(seed=0))
-    tpe_share = over_budget_share(optuna.samplers.TPESampler(seed=0))
-    assert tpe_share < random_share / 2
+def test_the_space_samples_within_the_budget_where_it_can():
+    """The objective hands the budget to the space: over 100 random draws of the default space at a
+    tight budget, few are pruned before training (the rest of the budget is TPE's, via constraints)."""
+    objective = make_objective(budget=4000, space=SpaceConfig(), epochs=15, data=None, dry_run=True)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=100)
+    assert sum(t.state == TrialState.PRUNED for t in study.trials) <= 10
+    assert all(t.user_attrs["params"] <= 4000 for t in study.trials if t.state == TrialState.COMPLETE)
 
 
 def test_diverged_trial_is_pruned_with_reason_and_study_goes_on(data_root):

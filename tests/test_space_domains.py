@@ -103,7 +103,7 @@ BAD = [  # (where, value, what the message must name)
 ]
 
 
-@pytest.mark.parametrize("where, value, message", BAD, ids=[f"{w}={v!r}" for w, v, _ in BAD])
+@pytest.mark.parametrize("where, value, message", BAD, ids=[f"{w}={'<deleted>' if v is DELETE else repr(v)}" for w, v, _ in BAD])
 def test_a_bad_arch_json_names_the_field(tmp_path, where, value, message):
     d = edited(where, value)
     with pytest.raises(BadInput) as e:

@@ -69,12 +69,9 @@ class SeedRun:
             raise ValueError(f"a SeedRun trains a target or an arch, one of them, but got {self.target!r}, {self.arch!r}.")
 
     def candidate(self, data: Data) -> Candidate:
-        return fit_to(_candidate(self.target, self.arch), data)
-
-
-@functools.lru_cache(maxsize=8)
-def _candidate(target: str | None, arch: str | None) -> Candidate:
-    return load_candidate(target) if target is not None else Candidate.of(Arch.from_json(arch))
+        # read afresh each run (not cached by name): the file behind a path may have been rewritten
+        cand = load_candidate(self.target) if self.target is not None else Candidate.of(Arch.from_json(self.arch))
+        return fit_to(cand, data)
 
 
 def train_one(run: SeedRun, engine: Engine, log: Callable[[str], None] | None = None) -> dict:

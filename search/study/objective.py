@@ -11,6 +11,7 @@ import socket
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -72,9 +73,11 @@ def make_objective(
         t0 = time.perf_counter()
         trial.set_user_attr("worker", worker_id())  # which machine and process ran it: see runner.fail_orphans
         try:
-            shape = {} if data is None else dict(image_size=data.image_size, in_channels=data.channels,
-                                                 classes=data.classes)
-            arch = sample_arch(trial, space, epochs, budget=None if fill else budget, **shape)
+            shape = {} if data is None else {"image_size": data.image_size, "in_channels": data.channels,
+                                             "classes": data.classes}
+            with warnings.catch_warnings():  # an enqueued model (a warm start) is given, not drawn: it may lie
+                warnings.filterwarnings("ignore", "Fixed parameter", UserWarning)  # outside the narrowed ranges
+                arch = sample_arch(trial, space, epochs, budget=None if fill else budget, **shape)
             if data is not None:  # the input and the head are the data's
                 arch = data.shaped(arch)
             if fill:
