@@ -183,10 +183,10 @@ def test_a_full_training_is_costed_from_steady_epochs_plus_a_start_up():
     assert full_training_from([[{"seconds": 5.0}]], 1000, 15, 5000) is None
 
 
-def test_a_stage_starts_no_training_that_cannot_end_in_its_time(tmp_path, monkeypatch):
+def test_a_stage_starts_no_training_that_cannot_end_in_its_time(tmp_path, monkeypatch, data_root):
     """Optuna's timeout only stops trials from starting, so a stage's is its end less one training."""
     monkeypatch.chdir(tmp_path)
-    drill = Drill(DrillConfig(name="t", budget=5000, workers=1), log=lambda line: None)
+    drill = Drill(DrillConfig(name="t", budget=5000, workers=1, data_dir=str(data_root), val_size=200), log=lambda line: None)
     drill.clock = type("Clock", (), {"now": lambda self: 600.0})()
     done = optuna.create_study(direction="maximize")
     done.add_trial(optuna.trial.create_trial(value=99.0))

@@ -1,11 +1,13 @@
 """A worker killed with SIGKILL in the middle of a trial: the study goes on, the dead trial
 ends FAIL and is retried by the next worker, no completed trial is lost or duplicated."""
 
+import errno
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -183,3 +185,87 @@ def test_a_worker_that_died_is_one_line_not_a_traceback(tmp_path, data_root, mon
     cfg = StudyConfig(name="w", storage="journal:w.journal", data_dir=str(data_root), val_size=200, trials=2)
     with pytest.raises(StudyError, match=r"2 worker\(s\) died \(exit codes \[-9, -9\]"):
         runner.run_workers(cfg, workers=2)
+
+
+class Finished:  # a worker process that ran its share and exited 0, without being started
+    def __init__(self, *args, **kwargs):
+        self.pid, self.exitcode = 1, 0
+
+    def start(self):
+        pass
+
+    def join(self):
+        pass
+
+
+def test_workers_of_a_new_study_say_created_the_warm_starts_queued_and_the_total(tmp_path, data_root, monkeypatch,
+                                                                                capsys):
+    """Once, by the parent: not 'resumed with 4 trials' (its own warm starts) nor a worker's share of the trials."""
+    from budgetnas.search.study import workers as runner
+    from budgetnas.search.study.config import StudyConfig
+    from budgetnas.space import SpaceConfig
+
+    os.chdir(tmp_path)
+    monkeypatch.setattr(runner.multiprocessing, "get_context", lambda kind: type("Context", (), {"Process": Finished}))
+    cfg = StudyConfig(name="w", storage="journal:w.journal", data_dir=str(data_root), val_size=200, trials=6,
+                      warm_start=True, space=SpaceConfig(), budget=8000)
+    runner.run_workers(cfg, workers=2)
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "study w: created in journal:w.journal; 4 warm starts queued; up to 6 more trials shared by 2 workers"
+    study = optuna.load_study(study_name="w", storage=make_storage(f"journal:{tmp_path}/w.journal", None))
+    study.tell(study.ask(), 99.0)  # one trial run (the first warm start's), three still queued
+    runner.run_workers(replace(cfg, trials=3), workers=2)
+    assert capsys.readouterr().out.splitlines()[1] == ("study w: resumed with 1 trials in journal:w.journal; 3 queued; "
+                                                       "up to 3 more trials shared by 2 workers")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs: a real full disk once filled (root only, as on CI and these machines)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=False,
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def fill(disk) -> None:
+    free = os.statvfs(disk)
+    (disk / "filler").write_bytes(b"\0" * (free.f_bavail * free.f_frsize))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_full_disk_is_one_line_a_worker_not_a_traceback(tmp_path, data_root, small_disk, monkeypatch, capfd, workers):
+    """Two workers meet the full disk as they open the study; one, in this process, mid-trial (Optuna
+    then raises "Should not reach" from the storage's error as the trial is told)."""
+    from budgetnas.search.study import workers as runner
+    from budgetnas.search.study.config import StudyConfig, StudyError
+
+    def then_fill(f):
+        def filled(*args, **kwargs):
+            out = f(*args, **kwargs)
+            fill(small_disk)
+            return out
+        return filled
+
+    if workers > 1:
+        monkeypatch.setattr(runner, "open_study", then_fill(runner.open_study))
+    else:  # the objective trains, then the disk is full
+        make_objective = runner.make_objective
+        monkeypatch.setattr(runner, "make_objective", lambda **kw: then_fill(make_objective(**kw)))
+    os.chdir(tmp_path)
+    cfg = StudyConfig(name="f", storage=f"journal:{small_disk}/f.journal", data_dir=str(data_root), val_size=200,
+                      trials=4, epochs=1, warm_start=False)
+    with pytest.raises(OSError if workers == 1 else StudyError) as e:  # budgetnas main: one line, exit 2
+        runner.run_workers(cfg, workers=workers)
+    out = capfd.readouterr()
+    text = out.out + out.err
+    assert "Traceback" not in text and "Should not reach" not in text, text[-2000:]
+    if workers == 1:
+        assert e.value.errno == errno.ENOSPC
+    else:
+        assert str(e.value).startswith("2 worker(s) stopped on the error above")
+        said = [line for line in out.err.splitlines() if line.startswith("worker ")]
+        assert len(said) == 2 and all("No space left on device" in line for line in said), out.err

@@ -83,6 +83,19 @@ def plan(cfg: DrillConfig, n_train: int, n_full: int, sec_search: float, sec_ver
                 sec_per_image_verify=sec_verify, short=short)
 
 
+def least_s(p: Plan) -> float:
+    """The least a drill takes, whatever its hours: a stage completes at least one training per
+    worker (side by side: stage.py), Explore's at its lowest fidelity and Narrow's at full; Race
+    may train none; Verify trains every seed (its verdict is over all of them)."""
+    return p.explore_training_s + p.full_training_s + p.verify_s
+
+
+def round_up(x: float, digits: int = 2) -> float:
+    """`x` rounded up to `digits` significant digits (0.0231 -> 0.024)."""
+    scale = 10 ** (digits - 1 - math.floor(math.log10(x)))
+    return math.ceil(x * scale) / scale
+
+
 def full_training_from(histories: list[list[dict]], images: int, epochs: int, n_train: float) -> float | None:
     """Seconds of one full-fidelity training, from trainings of `images` images an epoch: a start-up
     (the first epoch's excess: compilation, first kernels) plus the steady seconds an image, each

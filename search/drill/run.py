@@ -16,6 +16,7 @@ adding it to STAGES. Files (space TOML, Arch JSON, module, verify JSON) go to st
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 import optuna
@@ -27,8 +28,9 @@ from . import state
 from .clock import Clock
 from .config import DrillConfig
 from .explore import explore
+from .lock import drill_lock
 from .narrow import narrow
-from .plan import replan, timed_plan
+from .plan import least_s, replan, round_up, timed_plan
 from .race import race
 from .state import KEY, Plan, Verified
 from .verify import verify
@@ -41,7 +43,11 @@ class Drill:
     """A drill's study, opened or resumed, and what its stages read and write."""
 
     def __init__(self, cfg: DrillConfig, engine: Engine = Engine(), log=print):
+        cfg, data = cfg.with_data()  # checked against the data before a folder or a journal is made
         self.cfg, self.engine, self.log = cfg, engine, log
+        log(f"data: {cfg.dataset}, {len(data.train):,} training and {len(data.val):,} validation images")
+        # a new drill is planned before its folder and journal exist: hours too short are refused having written nothing
+        first = None if cfg.folder.exists() else self.timed_plan(spent=0.0)
         cfg.folder.mkdir(parents=True, exist_ok=True)
         self.study = optuna.create_study(study_name=cfg.name, storage=make_storage(cfg.storage_url), load_if_exists=True)
         old = self.study.user_attrs.get(KEY)
@@ -53,6 +59,9 @@ class Drill:
         elif changed := cfg.changed_since(old):
             raise StudyError(f"drill {cfg.name!r} was started with other settings ({changed}); "
                              "use a new --name or the original settings.")
+        if first is not None and self.plan is None:
+            self.study.set_user_attr("spent", first[1])  # the timing is the drill's time too
+            self.store_plan(first[0])
 
     def read(self, key: str):
         return state.read(self.study, key)
@@ -71,28 +80,43 @@ class Drill:
         return self.study.user_attrs.get("done", [])
 
     def run(self) -> Verified | None:
-        self.clock = Clock(self.study)
-        try:
-            if self.plan is None:
-                self.make_plan()
-            if self.plan.short:
-                self.log(f"drill: warning: {self.cfg.hours:g} h does not cover Race and Verify at full fidelity (a "
-                         f"training takes about {self.plan.full_training_s / 60:.1f} min here); every stage gets its minimum.")
-            for name, stage in STAGES.items():
-                if name not in self.done():
-                    self.log(f"[{name}] starting at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.1f}")
-                    stage(self)
-                    self.clock.save()
-                    self.study.set_user_attr("done", [*self.done(), name])
-                    self.log(f"[{name}] done at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.1f}")
-        finally:
-            self.clock.close()
+        with drill_lock(self.cfg.folder, self.log):
+            self.clock = Clock(self.study)
+            try:
+                if self.plan is None:
+                    self.store_plan(self.timed_plan(spent=self.clock.now())[0])
+                if self.plan.short:
+                    self.log(f"drill: warning: {self.cfg.hours:g} h does not cover Race and Verify at full fidelity (a "
+                             f"training takes about {self.plan.full_training_s / 60:.1f} min here); every stage gets "
+                             "its minimum.")
+                for name, stage in STAGES.items():
+                    if name not in self.done():
+                        self.log(f"[{name}] starting at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.1f}")
+                        stage(self)
+                        self.clock.save()
+                        self.study.set_user_attr("done", [*self.done(), name])
+                        self.log(f"[{name}] done at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.1f}")
+            finally:
+                self.clock.close()
         return self.read("verify")
 
-    def make_plan(self) -> None:
-        c = self.cfg
+    def timed_plan(self, spent: float) -> tuple[Plan, float]:
+        """The first plan, from timed trainings, and the drill's seconds once they are done (`spent`
+        before them); StudyError where the hours cannot hold the least a drill takes (`least_s`)."""
+        c, t0 = self.cfg, time.monotonic()
         data = c.stage("explore").data.load()  # validation held out; no test split read
         p = timed_plan(c, data, list(shrunk_baselines(c, data).values()), self.engine)
+        spent += time.monotonic() - t0
+        if spent + least_s(p) > c.seconds:
+            need = round_up((spent + least_s(p)) / 3600)
+            raise StudyError(f"--hours {c.hours:g} is too short for this drill: at least one Explore and one Narrow "
+                             f"training and {c.seeds} Verify seed(s) take about {(spent + least_s(p)) / 60:.1f} min "
+                             f"here (one full training about {p.full_training_s / 60:.1f} min); use --hours {need:g} "
+                             "or more, or fewer --seeds or --epochs.")
+        return p, spent
+
+    def store_plan(self, p: Plan) -> None:
+        c = self.cfg
         self.write("plan", p)
         self.log(f"drill: plan for {c.hours:g} h on {c.n_workers} worker(s): explore at {p.explore_epochs} epochs x "
                  f"{p.explore_images:,} images until {p.explore_end / 60:.1f} min, narrow at {c.epochs} epochs until "

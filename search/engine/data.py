@@ -188,10 +188,16 @@ def source_path(dataset: str, data_dir: str | os.PathLike | None = None, allow_d
     return path
 
 
+def default_val_size(n_train: int) -> int:
+    """Validation images held out when none are asked for: a twelfth of the training file, at most
+    5,000 (MNIST's 60,000 give 5,000: enough to rank models; a small dataset keeps most to train on)."""
+    return max(1, min(5000, n_train // 12))
+
+
 def load(
     dataset: str = "mnist",
     data_dir: str | os.PathLike | None = None,
-    val_size: int = 5000,
+    val_size: int | None = None,
     split_seed: int = 0,
     subset: int | None = None,
     allow_download: bool = True,
@@ -199,7 +205,7 @@ def load(
     test: bool = True,
 ) -> Data:
     """Train/val/test as uint8 tensors. `val_size=0` trains on the full training split, in file
-    order (as an exported module reads it).
+    order (as an exported module reads it); None holds out `default_val_size` images.
 
     The validation split is a fixed random sample (seeded by `split_seed`) of the training
     files, or with `val_split="tail"` their last `val_size` images; `subset` then keeps only
@@ -210,8 +216,11 @@ def load(
         raise BadInput(f"val_split must be one of {VAL_SPLITS}, but got {val_split!r}.")
     path = source_path(dataset, data_dir, allow_download)
     full, test_split = read_source(path, test)
+    if val_size is None:
+        val_size = default_val_size(len(full))
     if not 0 <= val_size < len(full):
-        raise BadInput(f"val_size must be in [0, {len(full)}), but got {val_size}.")
+        raise BadInput(f"val_size {val_size} holds out every training image: {path} has {len(full):,}; "
+                       f"use fewer (at most {len(full) - 1:,}).")
     if val_size == 0:
         order = torch.arange(len(full))
     elif val_split == "tail":
@@ -220,6 +229,9 @@ def load(
         order = torch.randperm(len(full), generator=torch.Generator().manual_seed(split_seed))
     val_idx, train_idx = order[:val_size], order[val_size:]
     if subset is not None:
+        if subset > len(train_idx):
+            raise BadInput(f"subset {subset:,} is more than the {len(train_idx):,} training images left after "
+                           f"holding out {val_size:,} for validation.")
         train_idx = train_idx[:subset]
     train = Split(full.images[train_idx], full.labels[train_idx])
     val = Split(full.images[val_idx], full.labels[val_idx]) if val_size else None

@@ -33,7 +33,7 @@ class DataSpec:
 
     dataset: str = "mnist"  # a named dataset or a path
     data_dir: str | None = None  # data root; None: $BUDGETNAS_DATA, else ./data
-    val_size: int = 0  # validation images held out; 0: train on all, test every epoch
+    val_size: int | None = 0  # validation images held out (None: the default share); 0: train on all, test every epoch
     val_split: str = "random"  # random | tail
     subset: int | None = None  # the first N training images only
 

@@ -11,8 +11,9 @@ import json
 import os
 import re
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Self
 
 import optuna
 
@@ -25,7 +26,7 @@ from ... import baselines
 from ...space import Arch, SpaceConfig, min_params, params_of
 from ...space.errors import BadInput
 from ...space.sample import fits, params_in
-from ..engine.data import VAL_SPLITS
+from ..engine.data import VAL_SPLITS, Data
 from ..engine.seeds import DataSpec
 from .notes import study_note
 from .storage import check_storage_url, default_storage, make_storage, redact
@@ -62,7 +63,7 @@ class RunConfig:
     budget: int = 8000  # hard limit on trainable parameters
     dataset: str = "mnist"  # mnist | fashion-mnist | kmnist, or a path: your own .npz, image folder or IDX folder
     data_dir: str | None = None  # data root; default $BUDGETNAS_DATA, else ./data
-    val_size: int = 5000  # validation images held out from the training file; selection sees only these
+    val_size: int | None = None  # validation images held out from the training file (selection sees only these); default a twelfth, at most 5000
     val_split: str = "random"  # random | tail: which training images are held out (engine/data.py)
     subset: int | None = None  # train on the first N training images (default: all but the validation split)
     epochs: int = 15  # training epochs per trial (the fidelity)
@@ -85,12 +86,19 @@ class RunConfig:
         """The images selection trains and scores on (never the test split)."""
         return DataSpec(self.dataset, self.data_dir, self.val_size, self.val_split, self.subset)
 
+    def with_data(self) -> tuple[Self, Data]:
+        """These settings checked against their data before anything is written (the data reads, and
+        holds the validation size and subset asked for), with the validation size the data was split
+        with: a default one becomes the number chosen, so a resumed study compares numbers."""
+        data = self.data.load()
+        return replace(self, val_size=len(data.val)), data
+
 
 def whole(cfg, **least: int) -> None:
     """Settings that are whole numbers at or above their least values (None: not set, where allowed)."""
     for name, low in least.items():
         v = getattr(cfg, name)
-        if v is None and name in ("subset",):
+        if v is None and name in ("subset", "val_size"):
             continue
         if not isinstance(v, int) or isinstance(v, bool) or v < low:
             raise StudyError(f"{name} must be a whole number >= {low}, but got {v!r}.")

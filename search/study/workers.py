@@ -39,11 +39,12 @@ def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
 
 
 class _NoInterruptTraceback(logging.Filter):
-    """Optuna logs a trial stopped by Ctrl-C or `kill` with the interrupt's traceback, one per
-    worker: keep its line (which trial, which params), drop the traceback."""
+    """Optuna logs a trial stopped by Ctrl-C or `kill`, or by the machine (a full disk), with the
+    error's traceback, one per worker: keep its line (which trial, which params), drop the traceback
+    (an OSError is reported once, as one line, by the command)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        if record.exc_info and isinstance(record.exc_info[1], (KeyboardInterrupt, OSError)):
             record.exc_info = None
         return True
 
@@ -52,23 +53,20 @@ NO_INTERRUPT_TRACEBACK = _NoInterruptTraceback()
 
 
 def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int = 0,
-        callbacks: tuple = ()) -> optuna.Study:
+        callbacks: tuple = (), announce: bool = True) -> optuna.Study:
     """Optimize `cfg.trials` more trials (or until `cfg.timeout`) and return the study.
-    `callbacks`: more `callback(study, trial)` after each trial (picklable, for workers)."""
+    `callbacks`: more `callback(study, trial)` after each trial (picklable, for workers).
+    `announce`: print the data and the study's start-up lines (`run_workers` prints them for all)."""
     optuna.logging.get_logger("optuna.study._optimize").addFilter(NO_INTERRUPT_TRACEBACK)  # once: a set
-    data = None if cfg.dry_run else cfg.data.load()
-    if data is not None and data.val is None:
-        raise BadInput("a search needs a validation split: val_size must be > 0.")
+    data = None
+    if not cfg.dry_run:
+        cfg, data = cfg.with_data()
     if storage is None and cfg.dry_run:  # a dry run never touches the real study
         storage = optuna.storages.InMemoryStorage()
-    before = _trial_count(cfg, storage)
+    ran = _trials_run(cfg, storage)
     study = open_study(cfg, storage=storage, worker=worker)
-    if worker == 0:
-        if data is not None:
-            print(f"data: {cfg.dataset}, {len(data.train):,} training and {len(data.val):,} validation images", flush=True)
-        print(f"study {cfg.name}: {'resumed with ' + str(before) + ' trials' if before else 'created'} in "
-              f"{redact(cfg.storage_url)}; up to {cfg.trials} more trials"
-              + (f" or {cfg.timeout / 60:.1f} min" if cfg.timeout else ""), flush=True)
+    if announce:
+        print_start(cfg, data, study, ran)
     if not cfg.dry_run and worker == 0:
         out = studies_root() / cfg.name / "config.resolved.json"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +76,12 @@ def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int =
     objective = make_objective(budget=cfg.budget, space=cfg.space, epochs=cfg.epochs, data=data,
                                pareto=cfg.objective == "pareto", fill=cfg.fill, seed=cfg.seed, engine=engine, dry_run=cfg.dry_run,
                                notes=not cfg.dry_run, artifact_dir=None if cfg.dry_run else artifact_dir(cfg.name))
-    study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout, callbacks=[log_trial, *callbacks])
+    try:
+        study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout, callbacks=[log_trial, *callbacks])
+    except AssertionError as e:  # Optuna hides a storage's error as a trial is told (a full disk) behind "Should not reach"
+        if isinstance(e.__context__, OSError):
+            raise e.__context__ from None
+        raise
     return study
 
 
@@ -111,13 +114,26 @@ def fail_orphans(study: optuna.Study) -> None:
                   f"{'; enqueued again' if retry else ''}", flush=True)
 
 
-def _trial_count(cfg: StudyConfig, storage) -> int:
-    """Trials already in the study (0 if it does not exist yet), for the start-up line."""
+def _trials_run(cfg: StudyConfig, storage) -> int:
+    """Trials the study has run, or begun (0 if it does not exist yet): not those only queued."""
     try:
         storage = storage if storage is not None else make_storage(cfg.storage_url, None)
-        return len(storage.get_all_trials(storage.get_study_id_from_name(cfg.name), deepcopy=False))
+        trials = storage.get_all_trials(storage.get_study_id_from_name(cfg.name), deepcopy=False)
     except KeyError:
         return 0
+    return sum(t.state != TrialState.WAITING for t in trials)
+
+
+def print_start(cfg: StudyConfig, data, study: optuna.Study, ran: int, workers: int = 1) -> None:
+    """The data and the study as a search starts: created or resumed, what is queued (warm starts;
+    on a resume, retries too), and what this command runs, in all."""
+    if data is not None:
+        print(f"data: {cfg.dataset}, {len(data.train):,} training and {len(data.val):,} validation images", flush=True)
+    queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    print(f"study {cfg.name}: {f'resumed with {ran} trials' if ran else 'created'} in {redact(cfg.storage_url)}"
+          + (f"; {queued} {'queued' if ran else 'warm starts queued'}" if queued else "")
+          + f"; up to {cfg.trials} more trials" + (f" shared by {workers} workers" if workers > 1 else "")
+          + (f" or {cfg.timeout / 60:.1f} min" if cfg.timeout else ""), flush=True)
 
 
 def alive(pid: int) -> bool:
@@ -151,8 +167,9 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
     if cfg.dry_run or cfg.storage_url.startswith("sqlite"):
         raise BadInput("--workers > 1 needs a storage that several processes can share safely: "
                          "--storage journal:studies/NAME.journal (one machine) or a postgresql:// URL.")
-    cfg.data.load()  # fail here, not in K workers
-    open_study(cfg)
+    cfg, data = cfg.with_data()  # fail here, not in K workers; they get the validation size chosen
+    ran = _trials_run(cfg, None)
+    study = open_study(cfg)
     threads = threads_each(workers)
     ctx = multiprocessing.get_context("spawn")
     procs = []
@@ -161,6 +178,7 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
         if share:
             procs.append(ctx.Process(target=_worker, args=(replace(cfg, trials=share), w, threads, engine,
                                                                  callbacks)))
+    print_start(cfg, data, study, ran, len(procs))  # here, once: a worker knows only its share
     stop_on_signals()  # `kill` of this process stops the workers, as Ctrl-C does
     try:
         for p in procs:
@@ -175,6 +193,9 @@ def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = E
             p.join()
         raise
     failed = [p.exitcode for p in procs if p.exitcode != 0]
+    if EXIT_SAID in failed:
+        raise StudyError(f"{failed.count(EXIT_SAID)} worker(s) stopped on the error above (a full disk, a storage "
+                         "gone?); the study keeps what was stored: fix that, then the same command resumes it.")
     if failed:
         raise StudyError(f"{len(failed)} worker(s) died (exit codes {failed}; -9: killed, e.g. out of memory); "
                          "their trials end FAIL and are retried when the same command resumes the study.")
@@ -196,12 +217,19 @@ def _stop(signum, frame):
     raise KeyboardInterrupt  # Optuna then ends the running trial as FAIL instead of leaving it RUNNING
 
 
+EXIT_SAID = 74  # sysexits' EX_IOERR: a worker stopped by the machine (a full disk), and has said so in one line
+
+
 def _worker(cfg: StudyConfig, worker: int, threads: int, engine: Engine, callbacks: tuple = ()) -> None:
     stop_on_signals()
     die_with_parent()
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        run(cfg, engine, worker=worker, callbacks=callbacks)
+        run(cfg, engine, worker=worker, callbacks=callbacks, announce=False)
     except KeyboardInterrupt:  # its trial is already FAIL; the parent reports the interruption
         sys.exit(130)
+    except (OSError, BadInput) as e:  # the machine's (a full disk; the storage then cannot open): one line, not a traceback
+        said = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "") if isinstance(e, OSError) else e
+        print(f"worker {worker}: {said}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_SAID)
