@@ -127,6 +127,9 @@ def resolve_study_args(args) -> None:
         args.study, args.storage = args.study or cfg.name, args.storage or cfg.storage_url
     if not args.study:
         raise UserError("which study? Give --study NAME or --config FILE.")
+    from .study.config import check_name
+
+    check_name(args.study)  # it names the folder the report, export and dashboard files go to
 
 
 # ----------------------------------------------------------------------------- baseline / verify
@@ -364,24 +367,30 @@ def cmd_dashboard(args) -> None:
 def cmd_bench(args) -> None:
     from pathlib import Path
 
-    from .. import baselines
     from .engine.bench import run_bench, run_workers_bench, search_engine, table, workers_table
     from .engine.results import provenance, write_json
+    from .engine.seeds import DataSpec
     from .engine.train import resolve_device
+    from .engine.verify import fit_to, load_candidate
 
-    arch, cores = baselines.get(args.arch).arch, args.threads or os.cpu_count() or 1
+    writable(args.json)
+    engine_device = str(resolve_device(args.device))  # a bad --device before any measurement
+    data = DataSpec(args.dataset, args.data_dir, subset=args.images).load()  # the images exist before any subprocess
+    cand = fit_to(load_candidate(args.arch), data)
+    if cand.arch is None:
+        raise UserError(f"bench measures an Arch (a baseline or an Arch .json), but {args.arch} is a module.")
+    arch, cores = cand.arch, args.threads or os.cpu_count() or 1
     if args.workers:
         if args.device not in ("auto", "cpu"):
             raise UserError("bench --workers measures CPU workers sharing the cores; leave out --device.")
         print(f"bench: {args.arch}, {args.images} training images per worker, {cores} cores shared by "
               f"{' or '.join(map(str, args.workers))} workers ({search_engine('cpu')}), {args.repeats} repeats")
-        rows = run_workers_bench(arch, args.images, args.data_dir, cores, args.workers, args.repeats)
+        rows = run_workers_bench(arch, args.images, (args.dataset, args.data_dir), cores, args.workers, args.repeats)
         print(workers_table(rows))
     else:
-        device = str(resolve_device(args.device))
-        print(f"bench: {args.arch}, {args.images} training images, {device}, {cores} threads, "
+        print(f"bench: {args.arch}, {args.images} training images, {engine_device}, {cores} threads, "
               f"{args.repeats} repeats of each engine")
-        rows = run_bench(arch, args.images, args.data_dir, cores, args.repeats, device)
+        rows = run_bench(arch, args.images, (args.dataset, args.data_dir), cores, args.repeats, engine_device)
         print(table(rows))
     if args.json:
         write_json(Path(args.json), {"arch": args.arch, "images": args.images, "rows": rows, **provenance()})
@@ -482,7 +491,7 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
 
     bn = sub.add_parser("bench", help="training/eval images per second: our engine vs a notebook loop")
-    bn.add_argument("--arch", default="exp4", help="a baseline (default exp4)")
+    bn.add_argument("--arch", default="exp4", help="a baseline by name or an Arch .json (default exp4)")
     bn.add_argument("--images", type=at_least(1), default=10000, help="training images per measurement")
     bn.add_argument("--repeats", type=at_least(1), default=3, help="alternating (reference, ours) pairs; median reported")
     bn.add_argument("--workers", type=at_least(1), nargs="+", default=None,

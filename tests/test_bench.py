@@ -7,7 +7,7 @@ from budgetnas.search.engine.bench import ENGINES, measure, search_engine, table
 def test_measure_reference_and_ours(data_root):
     arch = baselines.get("exp4").arch.to_json()
     for name in ("reference", "ours fp32"):
-        row = measure(name, arch, 256, str(data_root), 1)
+        row = measure(name, arch, 256, ["mnist", str(data_root)], 1)
         assert row["engine"] == name and row["train_img_s"] > 0 and row["eval_img_s"] > 0 and row["peak_rss_mb"] > 0
 
 

@@ -47,5 +47,5 @@ def test_cuda_training_learns(data_root):  # as test_train's test_tiny_training_
 
 def test_bench_measures_on_cuda(data_root):
     for name in ("reference", "ours fp32"):
-        row = measure(name, EXP4.to_json(), 256, str(data_root), 1, "cuda")
+        row = measure(name, EXP4.to_json(), 256, ["mnist", str(data_root)], 1, "cuda")
         assert row["device"] == "cuda" and row["train_img_s"] > 0 and row["peak_gpu_mb"] > 0

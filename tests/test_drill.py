@@ -3,6 +3,7 @@ and the test split left unread until Verify."""
 
 import json
 import math
+import re
 import signal
 import statistics
 import subprocess
@@ -17,12 +18,13 @@ import torch
 from filelock import FileLock
 
 from budgetnas import baselines
+from budgetnas.search.drill import plan as plan_module
 from budgetnas.search.drill import racing as R
 from budgetnas.search.drill import run as drill_module
 from budgetnas.search.drill import stage as stage_module
 from budgetnas.search.drill.clock import Clock
 from budgetnas.search.drill.config import DrillConfig
-from budgetnas.search.drill.plan import full_training_from, plan, replan, typical_archs
+from budgetnas.search.drill.plan import full_training_from, least_s, plan, replan, typical_archs
 from budgetnas.search.drill.race import race, val_accs
 from budgetnas.search.drill.run import Drill
 from budgetnas.search.drill.state import Race
@@ -205,6 +207,21 @@ def test_a_stage_starts_no_training_that_cannot_end_in_its_time(tmp_path, monkey
     assert timeouts == [1000.0, None]  # one more per worker, as a stage that completes nothing would
 
 
+def test_hours_too_short_for_the_least_drill_are_refused_before_anything_is_written(data_root, monkeypatch):
+    """Whatever the hours, each search stage trains at least once and Verify trains every seed (a
+    0.01 h drill ended at 1.8 min): hours that cannot hold that are refused, naming hours that can."""
+    monkeypatch.setattr(plan_module, "seconds_per_image", lambda arch, data, engine, images=2000: 1e-3)
+    cfg = DrillConfig(name="h", data_dir=str(data_root), **{**TINY, "hours": 0.001})
+    with pytest.raises(StudyError, match=r"--hours 0.001 is too short for this drill: .* use --hours [\d.]+ or more") as e:
+        Drill(cfg, log=lambda line: None)
+    assert not (data_root / "studies").exists()
+    need = float(re.search(r"use --hours ([\d.]+)", str(e.value)).group(1))
+    p = Drill(replace(cfg, hours=need), log=lambda line: None).plan  # 2 x 900 images a search training, 2 x 1,200 a seed
+    assert least_s(p) == pytest.approx(1.8 + 1.8 + 2 * 2.4)
+    assert least_s(p) <= need * 3600 < 1.5 * least_s(p)
+    assert p.race_end + p.verify_s <= 1.3 * need * 3600
+
+
 def test_the_plan_times_models_drawn_from_the_default_space_within_the_budget(data_root):
     data = D.load("mnist", data_root, val_size=100, test=False)
     drawn = typical_archs(4000, data, k=3, seed=0)
@@ -304,6 +321,8 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(tiny_d
                                  ).user_attrs["config"]["pruner"] == "median-by-schedule"
     study = optuna.load_study(study_name="d", storage=make_storage(cfg.storage_url))
     assert study.user_attrs["done"] == ["explore", "narrow", "race", "verify"]
+    assert study.user_attrs["spent"] <= 1.5 * cfg.seconds + study.user_attrs["plan"]["full_training_s"]  # its clock
+    assert not (folder / "drill.lock").exists()
     narrow = optuna.load_study(study_name="d/narrow", storage=make_storage(cfg.storage_url))
     warm = [t.user_attrs.get("warm_from", "") for t in narrow.trials]
     assert set(study.user_attrs["space"]["warm"]) <= set(warm)  # Explore's best, retrained at full fidelity
@@ -450,6 +469,7 @@ def test_a_drill_killed_in_narrow_and_in_race_resumes_without_losing_or_repeatin
         assert len(r["scores"]) <= R.MAX_SEEDS
     text = log_path.read_text()
     assert [text.count(f"[{s}] starting") for s in ("explore", "narrow", "race", "verify")] == [1, 2, 2, 1]
+    assert text.count("drill: breaking the lock of pid") == 2  # each killed drill's, as the next one starts
 
 
 @pytest.mark.parametrize("argv", [["--name", "../up", "--budget", "5000"], ["--name", "ok", "--budget", "10"],

@@ -104,12 +104,12 @@ def search_engine(device: str) -> str:
 EPOCHS = 2  # throughput is the last epoch's; the first also pays start-up (oneDNN kernels, torch.compile)
 
 
-def measure(name: str, arch_json: str, images: int, data_dir: str | None, threads: int, device: str = "cpu") -> dict:
+def measure(name: str, arch_json: str, images: int, source: list, threads: int, device: str = "cpu") -> dict:
     """One measurement in this process: images/s for training and for evaluation, start-up, peak
-    RSS (and, on CUDA, peak GPU memory)."""
+    RSS (and, on CUDA, peak GPU memory). `source`: (dataset, data root)."""
     torch.set_num_threads(threads)
     arch = Arch.from_json(arch_json).with_recipe(epochs=EPOCHS)
-    data = load("mnist", data_dir, val_size=0, subset=images)
+    data = load(*source, val_size=0, subset=images)
     split, engine, dev = data.train, ENGINES[name], torch.device(device)
     if engine is None:
         seconds = reference_train(arch, split, data.mean, data.std, EPOCHS, dev)
@@ -130,10 +130,10 @@ def measure(name: str, arch_json: str, images: int, data_dir: str | None, thread
     return row
 
 
-def spawn(name: str, arch: Arch, images: int, data_dir: str | None, threads: int, cache: str,
+def spawn(name: str, arch: Arch, images: int, source: tuple, threads: int, cache: str,
           device: str = "cpu") -> subprocess.Popen:
     """One measurement in a fresh process; `cache` is its torch.compile cache (empty: cold start-up)."""
-    args = json.dumps([name, arch.to_json(), images, data_dir, threads, device])
+    args = json.dumps([name, arch.to_json(), images, list(source), threads, device])
     return subprocess.Popen([sys.executable, "-m", __name__, args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache})
 
@@ -147,14 +147,14 @@ def collect(procs: list[subprocess.Popen]) -> list[dict]:
     return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
 
 
-def run_bench(arch: Arch, images: int, data_dir: str | None, threads: int, repeats: int,
+def run_bench(arch: Arch, images: int, source: tuple, threads: int, repeats: int,
               device: str = "cpu") -> list[dict]:
     """Cycle through the engines `repeats` times (so drift hits all alike), one process at a time."""
     rows = []
     for _ in range(repeats):
         for name in ENGINES:
             with tempfile.TemporaryDirectory() as cache:
-                rows += collect([spawn(name, arch, images, data_dir, threads, cache, device)])
+                rows += collect([spawn(name, arch, images, source, threads, cache, device)])
     return rows
 
 
@@ -183,7 +183,7 @@ def table(rows: list[dict]) -> str:
 # ----------------------------------------------------------------------------- workers on one machine
 
 
-def run_workers_bench(arch: Arch, images: int, data_dir: str | None, cores: int, ks: list[int],
+def run_workers_bench(arch: Arch, images: int, source: tuple, cores: int, ks: list[int],
                       repeats: int) -> list[dict]:
     """For each K: K simultaneous trainings, `cores // K` threads each, as `search --workers K` runs
     them; the row's throughput is the sum over the K processes. Cycled `repeats` times."""
@@ -192,7 +192,7 @@ def run_workers_bench(arch: Arch, images: int, data_dir: str | None, cores: int,
         for k in ks:
             threads = threads_each(k, cores)
             with tempfile.TemporaryDirectory() as cache:  # shared by the K workers, as on one machine
-                each = [r["train_img_s"] for r in collect([spawn(search_engine("cpu"), arch, images, data_dir, threads, cache)
+                each = [r["train_img_s"] for r in collect([spawn(search_engine("cpu"), arch, images, source, threads, cache)
                                                            for _ in range(k)])]
             rows.append({"workers": k, "threads": threads, "train_img_s": sum(each), "per_worker": each})
     return rows

@@ -98,7 +98,7 @@ def whole(cfg, **least: int) -> None:
     """Settings that are whole numbers at or above their least values (None: not set, where allowed)."""
     for name, low in least.items():
         v = getattr(cfg, name)
-        if v is None and name in ("subset", "val_size"):
+        if v is None and name in ("subset", "val_size", "workers"):
             continue
         if not isinstance(v, int) or isinstance(v, bool) or v < low:
             raise StudyError(f"{name} must be a whole number >= {low}, but got {v!r}.")

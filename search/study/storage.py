@@ -171,8 +171,9 @@ def check_sqlite(path: Path) -> None:
             raise StorageError(f"{f} is read-only: SQLite must write to it to open the study; make it writable "
                                f"(chmod u+w), or copy {path} to a folder you can write.")
     if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise StorageError(f"{path} is read-only: its folder {path.parent} is not writable, and SQLite makes its "
-                           f"-wal and -shm files there; make the folder writable, or copy {path} to one you can write.")
+        what = f"{path} is read-only" if path.exists() else f"cannot create {path}"
+        raise StorageError(f"{what}: its folder {path.parent} is not writable, and SQLite makes its -wal and -shm "
+                           f"files there; make the folder writable, or use a file in one you can write.")
     if not (path.is_file() and path.stat().st_size):
         return  # a new file: SQLAlchemy makes it
     try:
