@@ -344,56 +344,83 @@ def cmd_dashboard(args) -> None:
     from .study.workers import artifact_dir
 
     storage = existing_storage(args.study, args.storage)
+    store = artifact_dir(args.study)
+    app = dashboard.build_app(storage, args.host, FileSystemArtifactStore(str(store)),
+                              writable=args.writable, allow_notes=args.allow_notes)
+    try:
+        server = dashboard.bind(app, args.host, args.port)  # a bad host or a taken port: refused, nothing written
+    except OSError as e:
+        raise UserError(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}") from None
     if not dashboard.is_loopback(args.host):
         can = " and can delete studies" if args.writable else " and can edit notes" if args.allow_notes else ""
         print(f"budgetnas: warning: optuna-dashboard has no authentication{can}; "
               f"it is now reachable by anyone who can reach {args.host}:{args.port}. Prefer an SSH tunnel "
               "(ssh -L 8080:127.0.0.1:8080 host) or an authenticating reverse proxy.", file=sys.stderr)
-    store = artifact_dir(args.study)
     store.mkdir(parents=True, exist_ok=True)
-    app = dashboard.build_app(storage, args.host, FileSystemArtifactStore(str(store)),
-                              writable=args.writable, allow_notes=args.allow_notes)
     mode = "writable" if args.writable else "read-only except notes" if args.allow_notes else "read-only"
     print(f"optuna-dashboard for study {args.study!r}: {dashboard.base_url(args.host, args.port)}/dashboard/studies/"
           f"{storage.get_study_id_from_name(args.study)} ({mode}; Ctrl-C stops it)", flush=True)
-    try:
-        dashboard.serve(app, args.host, args.port)
-    except KeyboardInterrupt:
-        print("dashboard stopped")
-    except OSError as e:
-        raise UserError(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}") from None
+    with server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("dashboard stopped")
 
 
 def cmd_bench(args) -> None:
     from pathlib import Path
 
-    from .engine.bench import run_bench, run_workers_bench, search_engine, table, workers_table
+    from .engine import bench as B
     from .engine.results import provenance, write_json
     from .engine.seeds import DataSpec
     from .engine.train import resolve_device
     from .engine.verify import fit_to, load_candidate
 
     writable(args.json)
+    if len(args.arch) > 1 and not args.trainings:
+        raise UserError("bench measures one --arch; several only with --trainings.")
+    if args.engines and not args.trainings:
+        raise UserError("--engines chooses what --trainings measures; add --trainings.")
+    if args.trainings and (args.workers or args.device not in ("auto", "cpu")):
+        raise UserError("bench --trainings measures CPU workers as the drill runs them; leave out --workers and --device.")
     engine_device = str(resolve_device(args.device))  # a bad --device before any measurement
     data = DataSpec(args.dataset, args.data_dir, subset=args.images).load()  # the images exist before any subprocess
-    cand = fit_to(load_candidate(args.arch), data)
-    if cand.arch is None:
-        raise UserError(f"bench measures an Arch (a baseline or an Arch .json), but {args.arch} is a module.")
-    arch, cores = cand.arch, args.threads or os.cpu_count() or 1
-    if args.workers:
+    archs = []
+    for target in args.arch:
+        cand = fit_to(load_candidate(target), data)
+        if cand.arch is None:
+            raise UserError(f"bench measures an Arch (a baseline or an Arch .json), but {target} is a module.")
+        archs.append(cand.arch)
+    arch, cores = archs[0], args.threads or os.cpu_count() or 1
+    source = (args.dataset, args.data_dir)
+    repeats = args.repeats or (1 if args.trainings else 3)
+    extra = {}
+    if args.trainings:
+        engines = [e for e in B.TRAINING_ENGINES if e in (args.engines or B.TRAINING_ENGINES)]
+        sizes = B.dataset_sizes(*source)
+        print(f"bench --trainings: {', '.join(args.arch)}; {args.images} training images a process, 2 epochs (the "
+              f"last timed); {cores} cores: stage engines on {cores} workers x 1 thread, old on 1 x {cores}; a full "
+              f"training: {sizes['train']:,} images + {sizes['val']:,} validation (search stages) or "
+              f"{sizes['train'] + sizes['val']:,} + {sizes['test']:,} test (verify); {repeats} repeat{'s' if repeats > 1 else ''}", flush=True)
+        rows = B.run_trainings_bench(list(zip(args.arch, archs, strict=True)), args.images, source, cores, engines,
+                                     repeats, sizes, log=lambda line: print(line, flush=True))
+        figures = B.trainings_figures(rows, sizes)
+        print(B.trainings_table(figures))
+        extra = {"archs": args.arch, "sizes": sizes, "engines": engines, "figures": figures}
+    elif args.workers:
         if args.device not in ("auto", "cpu"):
             raise UserError("bench --workers measures CPU workers sharing the cores; leave out --device.")
-        print(f"bench: {args.arch}, {args.images} training images per worker, {cores} cores shared by "
-              f"{' or '.join(map(str, args.workers))} workers ({search_engine('cpu')}), {args.repeats} repeats")
-        rows = run_workers_bench(arch, args.images, (args.dataset, args.data_dir), cores, args.workers, args.repeats)
-        print(workers_table(rows))
+        print(f"bench: {args.arch[0]}, {args.images} training images per worker, {cores} cores shared by "
+              f"{' or '.join(map(str, args.workers))} workers ({B.search_engine('cpu')}), {repeats} repeats")
+        rows = B.run_workers_bench(arch, args.images, source, cores, args.workers, repeats)
+        print(B.workers_table(rows))
     else:
-        print(f"bench: {args.arch}, {args.images} training images, {engine_device}, {cores} threads, "
-              f"{args.repeats} repeats of each engine")
-        rows = run_bench(arch, args.images, (args.dataset, args.data_dir), cores, args.repeats, engine_device)
-        print(table(rows))
+        print(f"bench: {args.arch[0]}, {args.images} training images, {engine_device}, {cores} threads, "
+              f"{repeats} repeats of each engine")
+        rows = B.run_bench(arch, args.images, source, cores, repeats, engine_device)
+        print(B.table(rows))
     if args.json:
-        write_json(Path(args.json), {"arch": args.arch, "images": args.images, "rows": rows, **provenance()})
+        write_json(Path(args.json), {"arch": args.arch[0], **extra, "images": args.images, "rows": rows, **provenance()})
 
 
 # ----------------------------------------------------------------------------- parser
@@ -491,11 +518,19 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
 
     bn = sub.add_parser("bench", help="training/eval images per second: our engine vs a notebook loop")
-    bn.add_argument("--arch", default="exp4", help="a baseline by name or an Arch .json (default exp4)")
+    bn.add_argument("--arch", nargs="+", default=["exp4"],
+                    help="a baseline by name or an Arch .json (default exp4); with --trainings, one or more")
     bn.add_argument("--images", type=at_least(1), default=10000, help="training images per measurement")
-    bn.add_argument("--repeats", type=at_least(1), default=3, help="alternating (reference, ours) pairs; median reported")
+    bn.add_argument("--repeats", type=at_least(1), default=None,
+                    help="alternating (reference, ours) pairs; median reported (default 3; --trainings: 1)")
     bn.add_argument("--workers", type=at_least(1), nargs="+", default=None,
                     help="instead: summed training img/s of K parallel workers sharing the cores, e.g. 1 2")
+    bn.add_argument("--trainings", action="store_true",
+                    help="instead: full trainings an hour with each drill stage's engine, one worker a core as the "
+                         "drill runs them, beside fp32 eager on one process with every thread (the old way)")
+    bn.add_argument("--engines", nargs="+", choices=("search", "verify", "old"), default=None,
+                    help="with --trainings: search (Explore, Narrow, Race), verify (fp32 eager), old (fp32 eager, "
+                         "1 process); default all")
     bn.add_argument("--json", default=None, help="write the raw rows here")
     bn.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda: where both loops train")
     add_data_args(bn)

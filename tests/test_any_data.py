@@ -3,6 +3,7 @@ come from the data, all the way from search to the exported module, verify and t
 
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,3 +226,24 @@ def test_a_drill_on_the_users_colour_data_verifies_a_module_for_it(tmp_path):
     source = (cfg.folder / "best.py").read_text()
     assert "INPUT = (3, 32, 32)" in source and "CLASSES = 12" in source
     assert "## 4. Verify" in (cfg.folder / "REPORT.md").read_text()
+
+
+def test_an_image_pillow_refuses_for_its_own_reasons_is_named(tmp_path, monkeypatch):
+    """Pillow refuses some files with errors other than OSError (a decompression bomb, a plugin's
+    SyntaxError): each refusal names the file, as a unreadable one does."""
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "d", n_train=30, n_test=6, classes=3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a 32x32 image is now more than twice the limit: a bomb
+    with pytest.raises(D.DataError, match=r"\.png: not a readable image \(DecompressionBombError"):
+        D.load(str(root), val_size=5)
+
+
+def test_one_class_data_is_refused_by_its_file():
+    """A classifier needs two classes: one-class data is bad input naming the file, before any study."""
+    path = write_npz(Path("one.npz"), classes=3, n_train=100, n_test=20)
+    arrays = dict(np.load(path))
+    arrays["y_train"][:], arrays["y_test"][:] = 2, 2
+    np.savez(path, **arrays)
+    with pytest.raises(D.DataError, match="one.npz: every training image has label 2; a classifier needs two"):
+        D.load(str(path), val_size=10)

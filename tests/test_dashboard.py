@@ -129,11 +129,21 @@ def test_cli_serves_the_guarded_app_and_reports_bind_errors(monkeypatch, capsys)
     sid = optuna.create_study(study_name="s", storage=make_storage("journal:s.journal"))._study_id
     served = {}
 
-    def fake_serve(app, host, port):
-        served.update(app=app, host=host, port=port)
-        raise KeyboardInterrupt
+    class FakeServer:  # bound, then Ctrl-C at once
+        def __enter__(self):
+            return self
 
-    monkeypatch.setattr(dashboard, "serve", fake_serve)
+        def __exit__(self, *exc):
+            return False
+
+        def serve_forever(self):
+            raise KeyboardInterrupt
+
+    def fake_bind(app, host, port):
+        served.update(app=app, host=host, port=port)
+        return FakeServer()
+
+    monkeypatch.setattr(dashboard, "bind", fake_bind)
     cli.main(["dashboard", "--study", "s", "--storage", "journal:s.journal", "--port", "8123"])
     out = capsys.readouterr().out
     assert f"http://127.0.0.1:8123/dashboard/studies/{sid} (read-only; Ctrl-C stops it)" in out
@@ -152,7 +162,7 @@ def test_cli_serves_the_guarded_app_and_reports_bind_errors(monkeypatch, capsys)
     def busy(app, host, port):
         raise OSError(98, "Address already in use")
 
-    monkeypatch.setattr(dashboard, "serve", busy)
+    monkeypatch.setattr(dashboard, "bind", busy)
     with pytest.raises(SystemExit) as e:
         cli.main(["dashboard", "--study", "s", "--storage", "journal:s.journal"])
     assert e.value.code == cli.EXIT_USAGE

@@ -7,11 +7,17 @@ whole split as one uint8 tensor, batched augmentation, no DataLoader, then each 
 setting (bf16 autocast, torch.compile) on its own and together, so that each is measured
 for what it adds. All train the same architecture on the same images with the same
 optimizer; each measurement runs in its own subprocess so that peak memory (max RSS) is its own.
+
+`--trainings` turns speed into the drill's currency: full trainings an hour, with the engine each
+drill stage trains with, run as the drill runs it (one single-threaded worker a core), beside
+the old way (fp32, eager, one process with every thread), from the same per-epoch timings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import resource
 import statistics
@@ -26,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ...space import Arch, build
+from ...space import Arch, build, count_params
 from .data import Split, load
 from .loop import EVAL_BATCH, augment, evaluate, make_optimizer, to_unit
 from .train import Engine, bf16_pays, compile_pays, threads_each, train
@@ -104,13 +110,16 @@ def search_engine(device: str) -> str:
 EPOCHS = 2  # throughput is the last epoch's; the first also pays start-up (oneDNN kernels, torch.compile)
 
 
-def measure(name: str, arch_json: str, images: int, source: list, threads: int, device: str = "cpu") -> dict:
+def measure(name: str, arch_json: str, images: int, source: list, threads: int, device: str = "cpu",
+            engine: dict | None = None) -> dict:
     """One measurement in this process: images/s for training and for evaluation, start-up, peak
-    RSS (and, on CUDA, peak GPU memory). `source`: (dataset, data root)."""
+    RSS (and, on CUDA, peak GPU memory). `source`: (dataset, data root). `engine` (Engine's fields):
+    train with it instead of ENGINES[name], `name` then only labels the row."""
     torch.set_num_threads(threads)
     arch = Arch.from_json(arch_json).with_recipe(epochs=EPOCHS)
     data = load(*source, val_size=0, subset=images)
-    split, engine, dev = data.train, ENGINES[name], torch.device(device)
+    split, dev = data.train, torch.device(device)
+    engine = ENGINES[name] if engine is None else Engine(**engine)
     if engine is None:
         seconds = reference_train(arch, split, data.mean, data.std, EPOCHS, dev)
         eval_s = reference_eval(arch, split, data.mean, data.std, dev)
@@ -131,9 +140,10 @@ def measure(name: str, arch_json: str, images: int, source: list, threads: int, 
 
 
 def spawn(name: str, arch: Arch, images: int, source: tuple, threads: int, cache: str,
-          device: str = "cpu") -> subprocess.Popen:
+          device: str = "cpu", engine: Engine | None = None) -> subprocess.Popen:
     """One measurement in a fresh process; `cache` is its torch.compile cache (empty: cold start-up)."""
-    args = json.dumps([name, arch.to_json(), images, list(source), threads, device])
+    args = json.dumps([name, arch.to_json(), images, list(source), threads, device]
+                      + ([engine.to_dict()] if engine is not None else []))
     return subprocess.Popen([sys.executable, "-m", __name__, args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache})
 
@@ -206,6 +216,141 @@ def workers_table(rows: list[dict]) -> str:
         threads = next(r["threads"] for r in rows if r["workers"] == k)
         lines.append(f"{k:>7} {threads:>12} {med[k]:>18.0f} {med[k] / med[ks[0]]:>12.2f}")
     lines.append(f"best_workers={max(ks, key=med.get)}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- full trainings an hour
+
+# What `--trainings` measures: the engine each drill stage trains with, run as the drill runs it
+# (one worker a core, one thread each), and the old way (fp32, eager, one process with every
+# thread) in the same run, so that the ratio is measured, not remembered.
+TRAINING_ENGINES = ("search", "verify", "old")
+# A full training of each stage, costed: search (Explore and Narrow at full fidelity, Race) trains
+# on the training images less the default validation split and evaluates validation every epoch;
+# verify trains on all training images and evaluates test every epoch.
+STAGES = {"search": "explore/narrow/race", "verify": "verify"}
+
+
+def stage_engine(key: str, arch: Arch, sizes: dict) -> Engine:
+    """The engine `key` trains a full training of `arch` with, pinned (auto decided for the run's
+    length): search, the drill's engine (`Engine()`, auto) in Explore, Narrow and Race; verify,
+    VERIFY_ENGINE of search/drill/plan.py (fp32, eager); old, fp32, eager."""
+    if key not in TRAINING_ENGINES:
+        raise ValueError(f"engine must be one of {TRAINING_ENGINES}, but got {key!r}.")
+    if key != "search":
+        return Engine(device="cpu", precision="fp32", compile="off")
+    steps = math.ceil(sizes["train"] / arch.recipe.batch_size) * arch.recipe.epochs
+    _, bf16, compiled = Engine(device="cpu").resolve(steps)
+    return Engine(device="cpu", precision="bf16" if bf16 else "fp32", compile="on" if compiled else "off")
+
+
+def engine_label(engine: Engine | dict) -> str:
+    e = engine if isinstance(engine, dict) else engine.to_dict()
+    return f"{e['precision']}{'+compile' if e['compile'] == 'on' else ' eager'}"
+
+
+def dataset_sizes(dataset: str, data_dir: str | None) -> dict:
+    """Images a full training sees: training less the default validation split, validation, test."""
+    full = load(dataset, data_dir, val_size=None)
+    return {"train": len(full.train), "val": len(full.val) if full.val is not None else 0,
+            "test": len(full.test) if full.test is not None else 0}
+
+
+def run_trainings_bench(models: list[tuple[str, Arch]], images: int, source: tuple, cores: int, engines: list[str],
+                        repeats: int, sizes: dict, log=None) -> list[dict]:
+    """For each model and engine: two epochs of `images` images in K processes side by side, K =
+    `cores` workers of one thread for the stage engines (as the drill runs its workers), 1 of
+    `cores` threads for the old way; each process with its own cold torch.compile cache (the
+    drill's workers train different models). Cycled `repeats` times; one row per process."""
+    rows = []
+    for repeat in range(repeats):
+        for label, arch in models:
+            for key in engines:
+                k = 1 if key == "old" else cores
+                threads, engine = threads_each(k, cores), stage_engine(key, arch, sizes)
+                with contextlib.ExitStack() as stack:
+                    caches = [stack.enter_context(tempfile.TemporaryDirectory()) for _ in range(k)]
+                    got = collect([spawn(key, arch, images, source, threads, c, "cpu", engine) for c in caches])
+                for worker, row in enumerate(got):
+                    rows.append({**row, "model": label, "params": count_params(arch), "stage_engine": key,
+                                 "precision": engine.precision, "compile": engine.compile, "workers": k,
+                                 "worker": worker, "repeat": repeat, "images": images, "epochs": arch.recipe.epochs})
+                if log:
+                    speeds = " ".join(f"{r['train_img_s']:.0f}" for r in got)
+                    startups = " ".join(f"{r['startup_s']:.1f}" for r in got)
+                    log(f"  {label}, {key} ({engine_label(engine)}, {k} x {threads}): train img/s {speeds}, "
+                        f"start-up s {startups}")
+    return rows
+
+
+def full_training(row: dict, stage: str, sizes: dict) -> tuple[float, float]:
+    """(seconds an epoch, seconds a training) of one full training of `stage` at the row's speed:
+    the steady seconds an image (the last epoch's) times what the stage trains on, plus one
+    evaluation pass an epoch (validation in the search stages, test in verify), times the
+    recipe's epochs, plus the row's start-up (the first epoch's excess)."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {tuple(STAGES)}, but got {stage!r}.")
+    n_train, n_eval = ((sizes["train"], sizes["val"]) if stage == "search"
+                       else (sizes["train"] + sizes["val"], sizes["test"]))
+    epoch = n_train / row["train_img_s"] + n_eval / row["eval_img_s"]
+    return epoch, row["epochs"] * epoch + row["startup_s"]
+
+
+def trainings_figures(rows: list[dict], sizes: dict) -> list[dict]:
+    """Per model and stage: the stage's engine (`new`) and the old way (`old`), each with seconds
+    an epoch, start-up and minutes a full training (medians over its processes), and full trainings
+    an hour (per repeat the sum over its K processes of 3600 / a training's seconds; the median over
+    repeats); `ratio`: new over old, per repeat, the median."""
+    figures = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        for stage, label in STAGES.items():
+            fig: dict = {"model": model, "stage": label}
+            per_repeat = {}
+            for side, key in (("new", stage), ("old", "old")):
+                rs = [r for r in rows if r["model"] == model and r["stage_engine"] == key]
+                if not rs:
+                    continue
+                fig["params"] = rs[0]["params"]
+                costs = [full_training(r, stage, sizes) for r in rs]
+                hourly: dict[int, float] = {}
+                for r, (_, full) in zip(rs, costs, strict=True):
+                    hourly[r["repeat"]] = hourly.get(r["repeat"], 0.0) + 3600 / full
+                per_repeat[side] = hourly
+                fig[side] = {"engine": engine_label(rs[0]), "workers": rs[0]["workers"], "threads": rs[0]["threads"],
+                             "epoch_s": statistics.median(e for e, _ in costs),
+                             "startup_s": statistics.median(r["startup_s"] for r in rs),
+                             "training_min": statistics.median(f for _, f in costs) / 60,
+                             "per_hour": statistics.median(hourly.values())}
+            if "new" not in fig and "old" not in fig:
+                continue
+            both = sorted(set(per_repeat.get("new", {})) & set(per_repeat.get("old", {})))
+            if both:
+                fig["ratio"] = statistics.median(per_repeat["new"][i] / per_repeat["old"][i] for i in both)
+            figures.append(fig)
+    return figures
+
+
+def trainings_table(figures: list[dict]) -> str:
+    """The figures as a Markdown table, a row per model and stage, the old way beside the new."""
+    def side(f: dict | None, engine: bool) -> list[str]:
+        if f is None:
+            return ["-"] * (6 if engine else 3)
+        nums = [f"{f['epoch_s']:.1f}", f"{f['training_min']:.1f}", f"{f['per_hour']:.1f}"]
+        return [f["engine"], f"{f['workers']} x {f['threads']}", nums[0], f"{f['startup_s']:.1f}", *nums[1:]] if engine else nums
+
+    old = next((f["old"] for f in figures if "old" in f), None)
+    old_name = f"old ({old['engine']}, {old['workers']} x {old['threads']})" if old else "old"
+    head = ["model", "params", "stage", "engine", "workers x threads", "s/epoch", "start-up s", "full training min",
+            "trainings/h", f"{old_name} s/epoch", "old full training min", "old trainings/h", "new/old"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---"] * 2 + ["---:"] * 8) + "|"]
+    for f in figures:
+        cells = [f["model"], f"{f['params']:,}", f["stage"], *side(f.get("new"), True), *side(f.get("old"), False),
+                 f"{f['ratio']:.2f}" if "ratio" in f else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    for label in STAGES.values():
+        ratios = [f["ratio"] for f in figures if f["stage"] == label and "ratio" in f]
+        if ratios:
+            lines.append(f"{label}: new/old {', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})")
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ exactly as budgetnas did.
 """
 
 import gzip
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -67,6 +68,9 @@ def _checked(path, train, test):
         raise DataError(f"{path}: labels must be class numbers >= 0, but some are {low}; drop those images "
                         "(unlabelled?) or renumber them")
     classes = y.unique()  # sorted
+    if len(classes) < 2:
+        raise DataError(f"{path}: every training image has label {int(classes[0])}; a classifier needs two "
+                        "classes or more")
     if test is not None:
         unseen = sorted(set(test[1].unique().tolist()) - set(classes.tolist()))
         if unseen:
@@ -195,9 +199,12 @@ def _check_array(path, key, shape, dtype):
 # ----------------------------------------------------------------------------- image folder
 def _folder(root, test):
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
     except ImportError:
         raise DataError(f"{root}: reading an image folder needs Pillow (pip install pillow)") from None
+    # How Pillow refuses a file: OSError (UnidentifiedImageError, truncated data), ValueError and
+    # SyntaxError (a plugin's bad header), EOFError, struct.error, or a decompression bomb.
+    PILLOW_REFUSALS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
     names = sorted(d.name for d in (root / "train").iterdir() if d.is_dir() and not d.name.startswith("."))
     if not names:
         raise DataError(f"{root / 'train'}: no class folders; expected train/<class>/<image>")
@@ -226,8 +233,8 @@ def _folder(root, test):
                         raise DataError(f"{f}: {im.size[0]}x{im.size[1]} pixels, but {first} is {size[0]}x{size[1]}; "
                                         "every image must have one size (resize them first)")
                     grey = grey and im.mode in ("1", "L", "I;16", "I", "F")
-            except (UnidentifiedImageError, OSError) as e:
-                raise DataError(f"{f}: not a readable image ({e}); remove or replace it") from None
+            except PILLOW_REFUSALS as e:
+                raise DataError(f"{f}: not a readable image ({type(e).__name__}: {e}); remove or replace it") from None
     if size is not None:
         _fits_memory(root, (sum(len(v) for v in listed.values()), 1 if grey else 3, size[0], size[1]))
     out = []
@@ -237,8 +244,8 @@ def _folder(root, test):
             try:
                 with Image.open(f) as im:
                     pixels = torch.frombuffer(bytearray(im.convert("L" if grey else "RGB").tobytes()), dtype=torch.uint8)
-            except (OSError, ValueError) as e:
-                raise DataError(f"{f}: not a readable image ({e}); remove or replace it") from None
+            except PILLOW_REFUSALS as e:
+                raise DataError(f"{f}: not a readable image ({type(e).__name__}: {e}); remove or replace it") from None
             x[i] = pixels.reshape(size[1], size[0], -1).permute(2, 0, 1)
         out.append((x, torch.tensor([c for _, c in files], dtype=torch.int64)))
     return out[0], out[1] if test else None, names

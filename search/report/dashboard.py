@@ -115,9 +115,9 @@ class _WSGIServer6(WSGIServer):
     address_family = socket.AF_INET6
 
 
-def serve(app: WSGIApp, host: str, port: int) -> None:
-    """Serve `app` with wsgiref (as optuna_dashboard.run_server does, via Bottle) until Ctrl-C,
-    which propagates as KeyboardInterrupt; a bind failure raises OSError."""
+def bind(app: WSGIApp, host: str, port: int):
+    """A wsgiref server for `app` (as optuna_dashboard.run_server makes one, via Bottle), bound to
+    host:port and not serving yet: a bad host or a taken port is an OSError before anything is
+    written. `serve_forever()` serves until Ctrl-C, which propagates as KeyboardInterrupt."""
     server_cls = _WSGIServer6 if ":" in host else WSGIServer
-    with make_server(host, port, app, server_cls, _Handler) as srv:
-        srv.serve_forever()
+    return make_server(host, port, app, server_cls, _Handler)
