@@ -316,6 +316,7 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(tiny_d
     assert report.count("**Target.**") == 4 and report.count("**Analysis.**") == 4
     assert report.count("Trained, by LR schedule: ") == 2  # Explore's and Narrow's
     assert f"(torch {torch.__version__}, device " in report  # where Verify's numbers were made
+    assert f"{out['verdict']['passes']}/{out['verdict']['seeds']} seeds pass; " in report  # a distribution
     for stage in ("explore", "narrow"):  # a one-cycle run faces one-cycle runs (search/study.py)
         assert optuna.load_study(study_name=f"d/{stage}", storage=make_storage(cfg.storage_url)
                                  ).user_attrs["config"]["pruner"] == "median-by-schedule"

@@ -23,6 +23,7 @@ from ..drill import racing as R
 from ..drill import state
 from ..drill.run import stage_study
 from ..drill.warm import FILLED
+from ..engine.verify import distribution_line
 from ..study.notes import describe
 from ..study.select import best_trial, completed, val_acc
 from .status import prune_counts, seconds_spent
@@ -191,7 +192,9 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
                   f"{', '.join(f'{x:.2f}' for x in r['last3_test'])} | {r['min_last3']:.2f}% | {r['sec_per_epoch']:.1f} |"
                   for r in runs]
         word = {True: "PASS", False: "FAIL", None: "no verdict"}[v["passed"]]
-        lines += ["", f"Verdict: **{word}**, min last-3 {v['min_last3']:.2f}%, mean last-3 {v['mean_last3']:.2f}%.", "",
+        spread = distribution_line(v)  # pass count, interval, worst seed (verify records of older drills lack them)
+        lines += ["", f"Verdict: **{word}**, min last-3 {v['min_last3']:.2f}%, mean last-3 {v['mean_last3']:.2f}%"
+                  + (f"; {spread}." if spread else "."), "",
                   "![verify](verify.png)", ""]
         if choice:
             gap = v["mean_last3"] - statistics.mean(choice.scores)
