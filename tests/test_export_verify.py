@@ -206,20 +206,23 @@ def test_each_committed_arch_is_the_model_its_records_name():
 
 
 @pytest.mark.parametrize("path, docs", [("mnist-drill-7k-gpu/verify.json", ("README.md", "studies/README.md")),
-                                          ("mnist-drill-7k-gpu/verify-cpu.json", ("README.md", "studies/README.md")),
+                                          ("mnist-drill-7k-gpu/verify-cpu.json", ("studies/README.md",)),
+                                          ("mnist-drill-7k-gpu/verify-cpu-6.json", ("README.md", "studies/README.md")),
                                           ("mnist-tail/verify.json", ("studies/README.md",))])
 def test_the_headline_numbers_are_those_its_verify_json_records(path, docs):
     """A headline verify line is verify's own line for the committed verify JSON, not typed by hand."""
     from pathlib import Path
 
-    from budgetnas.search.engine.verify import verdict_line
+    from budgetnas.search.engine.verify import distribution_line, verdict_line
 
     root = Path(__file__).resolve().parent.parent
     record = json.loads((root / "studies" / path).read_text())
     line = verdict_line(record["verdict"], record["runs"][0]["params"])
     assert line.startswith("PASS")
+    spread = distribution_line(record["verdict"])  # pass count k/n, where the record has it
     for doc in docs:
         assert f"# {line}" in (root / doc).read_text(), doc
+        assert not spread or f"# {spread}" in (root / doc).read_text(), doc
 
 
 def test_render_writes_an_arch_json_as_the_module_verify_takes(tmp_path, capsys):
