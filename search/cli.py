@@ -174,14 +174,18 @@ def cmd_verify(args) -> None:
     from .engine import data as D
     from .engine.results import provenance, write_json
     from .engine.seeds import DataSpec, SeedRun, train_seeds
-    from .engine.verify import distribution_line, fit_to, load_candidate, summarise, verdict, verdict_line
+    from .engine.verify import distribution_line, fit_to, load_candidate, probe_module, summarise, verdict, verdict_line
 
     writable(args.json)
+    if args.target.endswith(".py") and Path(args.target).is_file():
+        probe_module(args.target)
     cand, engine = load_candidate(args.target), engine_of(args)  # a bad module is refused before the data is read
     spec = DataSpec(args.dataset, args.data_dir)
     cand = fit_to(cand, spec.load())  # a data error is one line here, not one per job
     runs = [SeedRun(spec, seed, target=args.target, epochs=args.epochs) for seed in range(args.seeds)]
     summaries = sorted((summarise(r) for r in train_seeds(runs, engine, args.jobs, log=print)), key=lambda s: s["seed"])
+    if len(summaries) != len(runs):  # a verdict needs every seed trained
+        raise RuntimeError(f"verify trained {len(summaries)} of {len(runs)} seeds")
     print(f"\n{'seed':>4} {'params':>7} {'best':>7} {'last-3 test accuracy':>26} {'min':>7}")
     for s in summaries:
         last3 = " ".join(f"{a:.2f}" for a in s["last3_test"])

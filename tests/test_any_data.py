@@ -247,3 +247,30 @@ def test_one_class_data_is_refused_by_its_file():
     np.savez(path, **arrays)
     with pytest.raises(D.DataError, match="one.npz: every training image has label 2; a classifier needs two"):
         D.load(str(path), val_size=10)
+
+
+def test_a_small_dataset_gets_a_validation_split_it_can_hold(tmp_path, capsys):
+    """No --val-size on 600 training images: a twelfth is held out (not MNIST's 5,000, which the
+    data cannot hold), and the run says how many."""
+    path = write_npz(tmp_path / "small.npz", size=(16, 16), classes=3, n_train=600, n_test=100)
+    main(["search", "--study", "small", "--dataset", str(path), "--budget", "3000", "--trials", "1", "--epochs", "1",
+          "--no-warm-start", "--storage", "journal:studies/small.journal"])
+    assert "data: " + str(path) + ", 550 training and 50 validation images" in capsys.readouterr().out
+
+
+def test_the_default_space_trains_on_8x8_images(tmp_path):
+    """On 8x8 images the default space samples models the image can hold: three trials train three."""
+    from optuna.trial import TrialState
+
+    from budgetnas.search.study.config import StudyConfig
+    from budgetnas.search.study.workers import run
+
+    rng = np.random.default_rng(0)
+    y, yt = rng.integers(0, 4, 400), rng.integers(0, 4, 80)
+    x, xt = ((rng.integers(0, 60, (len(labels), 8, 8)) + 150 * (labels[:, None, None] == np.arange(8)[None, None, :] // 2))
+             .astype(np.uint8) for labels in (y, yt))  # class c lights columns 2c, 2c+1
+    np.savez(tmp_path / "tiny.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    cfg = StudyConfig(name="tiny", dataset=str(tmp_path / "tiny.npz"), budget=3000, trials=3, epochs=1,
+                      warm_start=False, storage="journal:studies/tiny.journal")
+    study = run(cfg)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3, [t.user_attrs.get("pruned_reason") for t in study.trials]

@@ -160,6 +160,9 @@ def test_more_bad_inputs_of_the_same_classes(cwd, cli):
     assert_one_line_error(cli("verify", "broken.py", cwd=cwd), "cannot import it (SyntaxError")
     (cwd / "imports.py").write_text("import no_such_package_here\n")
     assert_one_line_error(cli("verify", "imports.py", cwd=cwd), "cannot import it (ModuleNotFoundError")
+    for name, ending in (("exits.py", "import sys\nsys.exit(0)\n"), ("os_exit.py", "import os\nos._exit(0)\n")):
+        (cwd / name).write_text(ending)  # a module that ends the interpreter: never a silent success
+        assert_one_line_error(cli("verify", name, cwd=cwd), f"{name}: ")
     (cwd / "folder.toml").mkdir()
     assert_one_line_error(cli("search", "--config", "folder.toml", cwd=cwd), "cannot read the config file")
     (cwd / "adir").mkdir()

@@ -305,3 +305,31 @@ def test_kill_anywhere_figures(tmp_path, search_kills, drill_kills):
     print(json.dumps({"kill_anywhere": [t.figures() for t in tallies]}), flush=True)
     for t in tallies:
         assert_clean(t)
+
+
+def test_the_counts_count_what_a_kill_could_break():
+    """The counting itself, on trials made up to show each fault once (no training)."""
+    from optuna.distributions import FloatDistribution
+
+    def trial(number, state, x, value=None, **attrs):
+        t = optuna.trial.create_trial(state=state, params={"x": x}, distributions={"x": FloatDistribution(0, 1)},
+                                      value=value, user_attrs={"history": [{"val_acc": value}], **attrs})
+        t.number = number
+        return t
+
+    done = TrialState.COMPLETE
+    at_kill = {"s": {0: trial(0, done, 0.1, 90.0), 1: trial(1, done, 0.2, 91.0), 2: trial(2, TrialState.RUNNING, 0.3)}}
+    final = {"s": {0: trial(0, done, 0.1, 90.0), 1: trial(1, done, 0.2, 92.0),  # 1: its value changed (lost)
+                   2: trial(2, done, 0.3, 93.0), 3: trial(3, done, 0.3, 93.5, retry_of=2),  # 2 completed twice
+                   4: trial(4, TrialState.RUNNING, 0.4)}}  # stuck
+    tally = Tally("search")
+    count_trials(tally, [at_kill], final)
+    count_search_run(tally, at_kill, final)  # it ran 3 and 4 (4 not finished): 1 of the 6 asked
+    assert (tally.lost, tally.duplicated, tally.stuck, tally.failed) == (1, 1, 1, 5)
+    race = {"runners": [{"number": 3, "params": 1, "scores": [9.0, 8.0]}], "dropped": {}, "seconds": [1.0]}
+    was = {"drill": {"done": ["explore", "narrow"], "race": race, "choice": {"trial": 3}}}
+    end = {"drill": {"done": STAGES, "race": {**race, "runners": [{**race["runners"][0], "scores": [9.0, 7.0]}]},
+                     "choice": {"trial": 3}, "verify": {}}}
+    tally = Tally("drill")
+    count_drill_records(tally, [was], end)
+    assert (tally.changed, tally.failed) == (1, 0) and "race" in tally.notes[0]

@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import math
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -72,6 +73,24 @@ def load_candidate(target: str) -> Candidate:
         return Candidate.of(Arch.read(path), str(path))
     b = baselines.get(target)
     return Candidate(b.name, partial(build, b.arch), b.arch.recipe, count_params(b.arch), arch=b.arch)
+
+
+PROBED = "budgetnas: module imported"
+
+
+def probe_module(path: str) -> None:
+    """Import a module file in a child process first: one that ends the interpreter while it is
+    imported (`os._exit`, a killed process) would end this one silently, exit 0, with no result.
+    A module that raises is left to `load_candidate`, whose line names the error."""
+    code = f"import runpy, sys; runpy.run_path(sys.argv[1]); print({PROBED!r})"
+    try:
+        out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=300,
+                             check=False)
+    except subprocess.TimeoutExpired:
+        raise BadInput(f"{path}: importing it did not end within 300 s.") from None
+    if PROBED not in out.stdout and "Traceback" not in out.stderr:
+        raise BadInput(f"{path}: importing it ended the interpreter (exit code {out.returncode}); a module to verify "
+                       "defines Net, RECIPE and PARAMS and returns.")
 
 
 def fit_to(cand: Candidate, data: Data) -> Candidate:
