@@ -4,6 +4,7 @@ ends FAIL and is retried by the next worker, no completed trial is lost or dupli
 import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -269,3 +270,18 @@ def test_a_full_disk_is_one_line_a_worker_not_a_traceback(tmp_path, data_root, s
         assert str(e.value).startswith("2 worker(s) stopped on the error above")
         said = [line for line in out.err.splitlines() if line.startswith("worker ")]
         assert len(said) == 2 and all("No space left on device" in line for line in said), out.err
+
+
+def test_status_shows_a_running_trial_whose_worker_is_gone_as_stale(tmp_path, cli):
+    """After kill -9 of a search's workers their trials stay RUNNING in the storage until a resume:
+    `status` says they are stale, not running."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that was a process of this machine and is no more
+    from budgetnas.search.study.config import StudyConfig, open_study
+
+    study = open_study(StudyConfig(name="s", budget=3000, val_size=100, storage="journal:s.journal"))
+    running = study.ask()
+    study._storage.set_trial_user_attr(running._trial_id, "worker", f"{socket.gethostname()}:{dead.pid}")
+    result = cli("status", "--study", "s", "--storage", "journal:s.journal", cwd=tmp_path)
+    out = result.stdout
+    assert "1 stale (RUNNING, worker gone: trial 0" in out, result.stderr
