@@ -123,11 +123,20 @@ def test_no_one_is_dropped_on_one_seed():
     assert R.survivors(runners, tie=0.02) == runners
 
 
-def test_race_finishes_when_separated_or_out_of_seeds():
-    assert R.finished([R.Runner(1, 1, [99.0])], max_seeds=3) == "separated"
-    two = [R.Runner(1, 1, [99.0, 99.1, 99.2]), R.Runner(2, 1, [99.0, 99.1, 99.2])]
-    assert R.finished(two, max_seeds=3) == "seeds"
-    assert R.finished([R.Runner(1, 1, [99.0]), R.Runner(2, 1, [99.1])], max_seeds=3) is None
+def test_race_finishes_when_separated_decided_or_out_of_seeds():
+    assert R.finished([R.Runner(1, 1, [99.0])]) == "separated"
+    assert R.finished([R.Runner(1, 1, [99.0]), R.Runner(2, 1, [99.1])]) is None  # under MIN_SEEDS
+    clear = [R.Runner(1, 1, [99.40, 99.42, 99.41]), R.Runner(2, 1, [99.10, 99.12, 99.11])]
+    assert not R.undecided(clear) and R.finished(clear) == "decided"  # lead 0.30, error 0.006
+    close = [R.Runner(1, 1, [99.40, 99.50, 99.45]), R.Runner(2, 1, [99.38, 99.46, 99.42])]
+    assert R.undecided(close) and R.finished(close) is None  # lead 0.05, error 0.03: one more seed
+    at_cap = [R.Runner(n, 1, close[n - 1].scores * 2) for n in (1, 2)]
+    assert R.finished(at_cap) == "seeds" and len(at_cap[0].scores) == R.MAX_SEEDS
+
+
+def test_the_race_interval_is_the_mean_and_its_standard_error():
+    low, high = R.interval([99.40, 99.50, 99.45])
+    assert (low + high) / 2 == pytest.approx(99.45) and high - low == pytest.approx(2 * 1.96 * 0.05 / math.sqrt(3))
 
 
 def test_pick_takes_the_best_statistic_and_a_tie_goes_to_fewer_parameters():
@@ -143,7 +152,7 @@ def test_as_many_enter_the_race_as_a_round_can_train_side_by_side(workers, entra
     cfg = DrillConfig(name="p", budget=7000, hours=2.0, workers=workers)
     p = plan(cfg, n_train=55000, n_full=60000, sec_search=2.5e-4, sec_verify=4.5e-4)
     rounds = (p.race_end - p.narrow_end) / p.full_training_s  # each round one training per worker
-    assert rounds == pytest.approx(math.ceil(entrants * (R.MAX_SEEDS - 1) / workers))
+    assert rounds == pytest.approx(math.ceil(entrants * (R.MIN_SEEDS - 1) / workers))
 
 
 # ----------------------------------------------------------------------------- plan and warm starts
@@ -370,12 +379,12 @@ def test_the_race_trains_a_rounds_seeds_side_by_side_and_keeps_each(tiny_drill, 
         drill.clock.close()
     state = drill.read("race")
     extra = [len(r.scores) - 1 for r in state.runners]
-    assert len(state.seconds) == sum(extra) > 0 and state.ended in ("separated", "seeds")
+    assert len(state.seconds) == sum(extra) > 0 and state.ended in ("separated", "seeds", "decided")
     for r in state.runners:  # each ran until dropped, or until the seeds or the rivals ran out
         if str(r.number) in state.dropped:
             assert len(r.scores) == state.dropped[str(r.number)]
         else:
-            assert len(r.scores) == R.MAX_SEEDS or state.ended == "separated"
+            assert len(r.scores) >= R.MIN_SEEDS or state.ended in ("separated", "time")
         assert r.scores[0] == first[[f.number for f in first].index(r.number)].scores[0]
 
 

@@ -30,7 +30,7 @@ def race(drill) -> None:
     p = drill.measure("race", sum(took) / len(took))
     tie = 100.0 / c.val_size  # one validation image
     spec = c.stage("narrow").data
-    while not (why := R.finished(state.alive(), R.MAX_SEEDS)):
+    while not (why := R.finished(state.alive())):
         n = min(len(r.scores) for r in state.alive())
         batch = [r for r in state.alive() if len(r.scores) == n][:c.n_workers]  # a round runs side by side
         need = max(trials[r.number].user_attrs.get("seconds", p.full_training_s) for r in batch)

@@ -8,7 +8,10 @@ incumbent's seeds and is dropped as soon as it is worse on them). Here an instan
 training seed. Every surviving candidate gets the same seeds, one round at a time; after a
 round a candidate is dropped when its statistic is below the leader's by more than `Z`
 standard errors of a difference (a t-test's rule, the spread pooled over all candidates).
-The race ends when one candidate is left, when `max_seeds` are run, or when its time is spent.
+The race reads its own error: after `MIN_SEEDS` seeds each, it goes on only while the leader's
+standard error is as large as its lead over the runner-up (`undecided`), up to `MAX_SEEDS`. It
+ends when one candidate is left, when the lead is larger than its error ('decided'), when
+`MAX_SEEDS` are run, or when its time is spent.
 
 The statistic rewards consistency, not the luckiest draw. The score of one seed is the worst
 of its last `LAST` validation epochs (the course's bar holds in every one of them); a
@@ -27,7 +30,8 @@ from ..engine.verify import LAST  # a seed's score is the worst of its last LAST
 
 Z = 2.0  # standard errors of a difference that separate two candidates
 CANDIDATES = (3, 8)  # how many enter the race: at least 3, and one per worker up to 8 (see candidates)
-MAX_SEEDS = 3  # seeds per candidate at most, its first (search) run included
+MIN_SEEDS = 3  # seeds per candidate before the race may be decided, its first (search) run included
+MAX_SEEDS = 6  # seeds per candidate at most, while the leader's error is as large as its lead
 
 
 @dataclass
@@ -49,8 +53,9 @@ def candidates(workers: int) -> int:
 
 
 def rounds(workers: int) -> int:
-    """Rounds of one training per worker that a full race takes: every entrant's extra seeds."""
-    return math.ceil(candidates(workers) * (MAX_SEEDS - 1) / workers)
+    """Rounds of one training per worker that a race takes before it may be decided: every
+    entrant's extra seeds up to MIN_SEEDS (more, while undecided, come from the race's time share)."""
+    return math.ceil(candidates(workers) * (MIN_SEEDS - 1) / workers)
 
 
 def seed_score(val_accs: list[float]) -> float:
@@ -84,10 +89,33 @@ def survivors(runners: list[Runner], tie: float) -> list[Runner]:
     return [r for r in runners if lead - statistic(r.scores[:n]) <= margin]
 
 
-def finished(alive: list[Runner], max_seeds: int) -> str | None:
-    """Why the race is over ('separated', 'seeds'), or None to run another round."""
+def standard_error(scores: list[float]) -> float:
+    """The standard error of the mean of `scores` (infinite with one: nothing is known yet)."""
+    return statistics.stdev(scores) / math.sqrt(len(scores)) if len(scores) > 1 else math.inf
+
+
+def interval(scores: list[float]) -> tuple[float, float]:
+    """A 95% interval of the mean score (normal approximation; what the notebook shows)."""
+    half = 1.96 * standard_error(scores)
+    return statistics.mean(scores) - half, statistics.mean(scores) + half
+
+
+def undecided(alive: list[Runner]) -> bool:
+    """Whether the leader's standard error is as large as its lead over the runner-up, on the
+    seeds all alive candidates have: another seed could change the pick."""
+    n = min(len(r.scores) for r in alive)
+    ranked = sorted((statistic(r.scores[:n]) for r in alive), reverse=True)
+    leader = max(alive, key=lambda r: statistic(r.scores[:n]))
+    return len(ranked) > 1 and standard_error(leader.scores[:n]) >= ranked[0] - ranked[1]
+
+
+def finished(alive: list[Runner], max_seeds: int = MAX_SEEDS, min_seeds: int = MIN_SEEDS) -> str | None:
+    """Why the race is over ('separated', 'seeds', 'decided'), or None to run another round."""
     if len(alive) <= 1:
         return "separated"
-    if min(len(r.scores) for r in alive) >= max_seeds:
+    n = min(len(r.scores) for r in alive)
+    if n >= max_seeds:
         return "seeds"
+    if n >= min_seeds and not undecided(alive):
+        return "decided"
     return None

@@ -155,20 +155,24 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
         plot_race(race, folder / "race.png")
         lines += ["## 3. Race", "",
                   (f"**Target.** One training is a draw. Narrow's top {len(race.runners)} by their own run get "
-                   f"extra seeds on validation, round by round (at most {R.MAX_SEEDS} "
-                   f"seeds each); a candidate is dropped when its statistic falls {R.Z:g} standard errors of a "
+                   f"extra seeds on validation, round by round ({R.MIN_SEEDS} seeds each, up to {R.MAX_SEEDS} "
+                   "while the leader's standard error is as large as its lead over the runner-up); a candidate is dropped when its statistic falls {R.Z:g} standard errors of a "
                    "difference behind the leader's. A seed's score is the worst of its last "
                    f"{R.LAST} validation epochs; the statistic is their mean minus their standard deviation; "
                    f"within {tie:.2f} point (one validation image) the smaller model wins."), "",
-                  "**Results.**", "", "| trial | params | scores per seed | mean | statistic | |", "|---:|---:|---|---:|---:|---|"]
+                  "**Results.**", "", "| trial | params | scores per seed | mean | 95% interval | statistic | |",
+                  "|---:|---:|---|---:|---|---:|---|"]
         for r in race.runners:
             note = (f"dropped after {race.dropped[str(r.number)]} seeds" if str(r.number) in race.dropped
                     else ("**picked**" if choice and choice.trial == r.number else ""))
+            low, high = R.interval(r.scores)
+            spread = f"{low:.2f}-{high:.2f}%" if len(r.scores) > 1 else "one seed"
             lines.append(f"| {r.number} | {r.params:,} | {' '.join(f'{s:.2f}' for s in r.scores)} | "
-                         f"{statistics.mean(r.scores):.2f}% | {R.statistic(r.scores):.2f}% | {note} |")
+                         f"{statistics.mean(r.scores):.2f}% | {spread} | {R.statistic(r.scores):.2f}% | {note} |")
         lines += ["", "![race](race.png)", ""]
         if choice:
             why = {"separated": "one candidate was left", "seeds": "every survivor had its seeds",
+                   "decided": "the leader's lead over the runner-up was larger than its standard error",
                    "time": "the race's share of the time was spent"}.get(race.ended, race.ended)
             lines += [(f"**Analysis.** The race ended because {why}. The pick, recorded on the drill before the test "
                        f"split was read: trial {choice.trial}, {choice.params:,} params, statistic "
