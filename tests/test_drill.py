@@ -35,7 +35,7 @@ from budgetnas.search.study.config import StudyError, check_name
 from budgetnas.search.study.storage import make_storage
 from budgetnas.space import Arch, SpaceConfig, count_params, scale_to_budget
 from budgetnas.space.derive import derive_space, knob_values, to_toml
-from tests.conftest import filled_sample, write_idx_dataset
+from tests.conftest import filled_sample, write_idx_dataset, write_npz
 
 # ----------------------------------------------------------------------------- derived space
 BEST = {"stages": 2, "s0_convs": 2, "s0_c0": 8, "s0_c1": 12, "s0_padded": 1, "s1_transition": True, "s1_t": 10,
@@ -326,6 +326,8 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(tiny_d
     assert report.count("Trained, by LR schedule: ") == 2  # Explore's and Narrow's
     assert f"(torch {torch.__version__}, device " in report  # where Verify's numbers were made
     assert f"{out['verdict']['passes']}/{out['verdict']['seeds']} seeds pass; " in report  # a distribution
+    assert "Warm starts, tried first: " in report and ("The pick is a warm start used as given" in report) != (
+        "The pick was sampled by the search in Narrow" in report)  # where the warm starts came from, and the pick
     for stage in ("explore", "narrow"):  # a one-cycle run faces one-cycle runs (search/study.py)
         assert optuna.load_study(study_name=f"d/{stage}", storage=make_storage(cfg.storage_url)
                                  ).user_attrs["config"]["pruner"] == "median-by-schedule"
@@ -492,3 +494,24 @@ def test_bad_drill_input_is_one_line_exit_2_and_writes_nothing(argv, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and err.startswith("budgetnas: error:") and len(err.splitlines()) == 1
     assert not (tmp_path / "studies").exists() and not (tmp_path.parent / "up").exists()
+
+
+def test_every_verified_model_of_the_project_is_a_warm_start_scaled_to_the_budget(tmp_path, monkeypatch):
+    """A prior that travels: a passing verify's best.json from any study (another dataset, another
+    budget) is adapted to this data and scaled to this budget; a failed one is not a prior."""
+    from budgetnas.search.drill.warm import verified_priors
+
+    monkeypatch.chdir(tmp_path)
+    for name, passed in (("big-pass", True), ("big-fail", False)):
+        folder = tmp_path / "studies" / name
+        folder.mkdir(parents=True)
+        (folder / "best.json").write_text(baselines.get("exp4").arch.to_json())  # 28x28 grey, 7,570 params
+        (folder / "verify.json").write_text(json.dumps({"verdict": {"passed": passed}}))
+    (tmp_path / "studies" / "broken").mkdir()
+    (tmp_path / "studies" / "broken" / "best.json").write_text("{")
+    (tmp_path / "studies" / "broken" / "verify.json").write_text(json.dumps({"verdict": {"passed": True}}))
+    data = D.load(str(write_npz(tmp_path / "rgb.npz", size=(32, 32), classes=5, n_train=300, n_test=50)), val_size=50)
+    priors = verified_priors(DrillConfig(name="new", budget=4000), data)
+    assert list(priors) == ["warm-big-pass-prior"]
+    arch = priors["warm-big-pass-prior"]
+    assert (arch.in_channels, arch.image_size, arch.classes) == (3, (32, 32), 5) and 3000 < count_params(arch) <= 4000

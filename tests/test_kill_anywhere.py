@@ -2,9 +2,10 @@
 
 `budgetnas search` (two workers, a journal) and `budgetnas drill` are killed with SIGKILL, their
 whole process group at once (the workers too), after a time drawn at random (`random.Random`,
-seeded) between 0.5 s and the command's typical duration; after each kill the storage is read
-back, and the same command is started again; after the kills, it runs to its end. Then what a
-kill could break is counted:
+seeded) between 0.5 s and the run's typical duration (a search's; what a drill's clock has left,
+so that the kills fall all along a drill, Verify too); after each kill the storage is read back
+and the same command is started again; after the kills, it runs to its end. Then what a kill
+could break is counted:
 
   lost        a trial COMPLETE after a kill that is missing, or not the same (state, params,
               value, learning curve), at the end
@@ -60,8 +61,10 @@ def drill_args(hours: float) -> list[str]:
             "--seeds", "1", "--workers", "1", "--threads", "1"]
 
 
-def drill_s(hours: float) -> float:
-    return hours * 3600 + 10.0  # its hours, and the start-up and timing its clock does not count
+def drill_s(hours: float, snap: dict) -> float:
+    """A drill run's typical duration: what its clock has left of its hours (as last stored), and
+    10 s of start-up that the clock does not count."""
+    return max(0.0, hours * 3600 - snap.get("drill", {}).get("spent", 0.0)) + 10.0
 
 
 @dataclass
@@ -239,7 +242,8 @@ def kill_anywhere(command: str, kills: int, root: Path, rng: random.Random, per_
             args = SEARCH if command == "search" else drill_args(hours)
             log = cwd / f"run{tally.runs}.log"
             tally.runs += 1
-            code = run_for(start(args, cwd, data, log), rng.uniform(0.5, SEARCH_S if command == "search" else drill_s(hours)))
+            typical = SEARCH_S if command == "search" else drill_s(hours, snaps[-1] if snaps else {})
+            code = run_for(start(args, cwd, data, log), rng.uniform(0.5, typical))
             text = log.read_text()
             if code == -signal.SIGKILL:
                 tally.kills += 1

@@ -1,5 +1,6 @@
 """Stage 1, Explore: the broad default space at a low fidelity chosen from the time budget, the
-baselines warm-started (shrunk to the budget where they exceed it)."""
+baselines (shrunk to the budget where they exceed it) and the project's verified models (scaled
+to it) warm-started."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from dataclasses import replace
 
 from ...space import SpaceConfig
 from .stage import run_stage
-from .warm import shrunk_baselines, write_archs
+from .warm import shrunk_baselines, verified_priors, write_archs
 
 
 def explore(drill) -> None:
     p = drill.plan
     cfg = drill.cfg.stage("explore", epochs=p.explore_epochs, subset=p.explore_images, space=SpaceConfig())
-    warm = write_archs(drill.cfg.folder, shrunk_baselines(drill.cfg, cfg.data.load()))
+    data = cfg.data.load()
+    warm = write_archs(drill.cfg.folder, {**shrunk_baselines(drill.cfg, data), **verified_priors(drill.cfg, data)})
     run_stage(drill, replace(cfg, warm_from=warm), 0.0, p.explore_end, training_s=p.explore_training_s)

@@ -1,13 +1,19 @@
-"""Warm starts: the baselines shrunk to the budget (Explore) and Explore's best filled to it (Narrow)."""
+"""Warm starts: the baselines shrunk to the budget and every model the project verified, scaled to
+it (Explore); Explore's best filled to it (Narrow)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ... import baselines
-from ...space import Arch, ShapeError, count_params, scale_to_budget
+from ...space import Arch, BadInput, ShapeError, SpaceConfig, count_params, scale_to_budget
+from ...space.sample import params_in
 from ..engine import data as D
+from ..engine.results import studies_root
 from .config import DrillConfig
+
+PRIOR = "-prior"  # the stem suffix of a warm start that a verify passed before (warm-NAME-prior.json)
 
 FILL_EMA = 0.998  # the weight average of Narrow's filled warm starts (docs/design.md)
 FILLED = "-filled"  # the stem suffix of a filled warm start's Arch JSON (explore-trialN-filled.json)
@@ -35,6 +41,34 @@ def shrunk_baselines(cfg: DrillConfig, data: D.Data) -> dict[str, Arch]:
         if small is not None:
             out[f"warm-{b.name}-shrunk"] = small
     return out
+
+
+def verified_priors(cfg: DrillConfig, data: D.Data) -> dict[str, Arch]:
+    """Every model this project verified with a PASS, whatever its dataset and budget
+    (studies/NAME/best.json beside a verify*.json whose verdict passed), given this data's input
+    and head and scaled to this budget, wider or narrower: a new drill starts from what passed
+    before, a drill at a smaller budget from the larger drills' picks."""
+    out = {}
+    for arch_json in sorted(studies_root().glob("*/best.json")):
+        if arch_json.parent.name == cfg.name or not any(passed(v) for v in arch_json.parent.glob("verify*.json")):
+            continue
+        try:
+            arch = scale_to_budget(data.shaped(Arch.read(arch_json)), cfg.budget)
+            if arch is not None:
+                params_in(SpaceConfig(), arch)  # Explore's space can start from it
+        except (BadInput, ShapeError):  # a model this image or this space cannot hold: not a prior here
+            continue
+        if arch is not None:
+            out[f"warm-{arch_json.parent.name}{PRIOR}"] = arch
+    return out
+
+
+def passed(verify_json: Path) -> bool:
+    """Whether a `budgetnas verify --json` record says PASS (an unreadable one does not)."""
+    try:
+        return json.loads(verify_json.read_text())["verdict"]["passed"] is True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def write_archs(folder: Path, archs: dict[str, Arch]) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from ...space.derive import to_toml
 from ..drill import racing as R
 from ..drill import state
 from ..drill.run import stage_study
-from ..drill.warm import FILLED
+from ..drill.warm import FILLED, PRIOR
 from ..engine.verify import distribution_line
 from ..study.notes import describe
 from ..study.select import best_trial, completed, val_acc
@@ -125,7 +125,7 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
                    f"{plan.full_training_s / 60:.1f} min at full fidelity). Over-budget models are pruned "
                    f"before training, hopeless ones by {pruning_words(explore)}; the baselines that fit, and those that do "
                    "not shrunk to the budget, are tried first."), "", "**Results.**", ""]
-        lines += study_results(explore) + ["![explore](explore-front.png)", ""]
+        lines += study_results(explore) + [warm_starts_line(explore), "", "![explore](explore-front.png)", ""]
         if derived:
             lines += [(f"**Analysis.** The {len(derived.from_trials)} best trials "
                        f"({', '.join(map(str, derived.from_trials))}) decide the next space: "
@@ -177,7 +177,7 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
             lines += [(f"**Analysis.** The race ended because {why}. The pick, recorded on the drill before the test "
                        f"split was read: trial {choice.trial}, {choice.params:,} params, statistic "
                        f"{choice.statistic:.2f}% over {len(choice.scores)} seeds: "
-                       f"{describe(Arch.from_dict(choice.arch))}."), ""]
+                       f"{describe(Arch.from_dict(choice.arch))}. " + pick_origin(narrow, choice.trial)), ""]
     if verify:
         v, runs = verify["verdict"], verify["runs"]
         engine = verify.get("engine", {})
@@ -210,6 +210,30 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
     out = folder / "REPORT.md"
     out.write_text("\n".join(lines))
     return out
+
+
+def warm_starts_line(explore: optuna.Study) -> str:
+    """Explore's warm starts, where each came from, and how each scored."""
+    def origin(t) -> str:
+        if "baseline" in t.user_attrs:
+            return f"{t.user_attrs['baseline']} (baseline)"
+        stem = Path(t.user_attrs["warm_from"]).stem.removeprefix("warm-")
+        if stem.endswith(PRIOR):
+            return f"{stem.removesuffix(PRIOR)}'s verified pick, scaled to the budget"
+        return stem
+    warm = [t for t in explore.get_trials(deepcopy=False) if {"baseline", "warm_from"} & set(t.user_attrs)]
+    return ("Warm starts, tried first: " + "; ".join(
+        f"{origin(t)}: " + (f"{val_acc(t):.2f}%" if t.state == optuna.trial.TrialState.COMPLETE
+                            else t.user_attrs.get("pruned_by", t.state.name.lower())) for t in warm) + "."
+            if warm else "No warm starts.")
+
+
+def pick_origin(narrow: optuna.Study, trial: int) -> str:
+    """Whether the pick is a warm start as given or a model the search sampled."""
+    t = narrow.trials[trial]
+    if "warm_from" in t.user_attrs:
+        return f"The pick is a warm start used as given ({Path(t.user_attrs['warm_from']).stem})."
+    return "The pick was sampled by the search in Narrow, not a warm start."
 
 
 def warm_words(warm: list[str]) -> str:

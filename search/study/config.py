@@ -198,7 +198,7 @@ def warm_params(cfg: StudyConfig) -> dict[str, dict]:
             out[path] = params_in(cfg.space, arch)  # epochs are the study's fidelity, not a param
         except OSError as e:
             raise StudyError(f"warm_from {path}: cannot read it ({e.strerror}).") from None
-        except (ValueError, TypeError, KeyError) as e:
+        except (BadInput, ValueError, TypeError, KeyError) as e:
             raise StudyError(f"warm_from {path}: not an architecture this space can start from ({str(e).rstrip('.')}).") from None
     return out
 
