@@ -8,14 +8,17 @@ created with; resuming it with different ones is refused instead of mixing trial
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import statistics
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Self
 
 import optuna
+from optuna.trial import TrialState
 
 try:
     import tomllib
@@ -213,39 +216,44 @@ def make_sampler(cfg: StudyConfig, worker: int = 0, resumed_at: int = 0) -> optu
                                           multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
 
 
-class SameSchedule:
-    """The study as a pruner sees it, holding only the trials trained on one LR schedule."""
-
-    def __init__(self, study: optuna.Study, schedule):
-        self.study, self.schedule, self.direction = study, schedule, study.direction
-
-    def get_trials(self, deepcopy: bool = True, states=None) -> list:
-        return [t for t in self.study.get_trials(deepcopy=deepcopy, states=states)
-                if t.params.get("schedule") == self.schedule]
-
-
 class MedianBySchedule(optuna.pruners.BasePruner):
     """Optuna's median rule, a trial judged only against completed trials of its own LR schedule.
 
     A one-cycle run sits below a constant-rate one until its rate comes down in the last
     epochs, so the plain median, over every completed trial, stops it early whatever it
     would have become (a drill's notebook counts each stage's trainings by schedule).
-    Optuna's pruners cannot be told whom to compare with, so MedianPruner is handed a view of
-    the study that holds only the trial's peers; with fewer than its start-up count of them
-    it stops nothing."""
+    Optuna's MedianPruner cannot be told whom to compare with, so the rule is stated here, on
+    Optuna's pruner API: from step `warmup` on, a trial whose best value so far is worse than
+    the median of its peers' values at that step stops; with fewer than `startup` peers that
+    reached the step, nothing stops."""
 
-    def __init__(self, median: optuna.pruners.MedianPruner):
-        self.median = median
+    def __init__(self, startup: int, warmup: int):
+        self.startup, self.warmup = startup, warmup
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        return self.median.prune(SameSchedule(study, trial.params.get("schedule")), trial)
+        step = trial.last_step
+        if step is None or step < self.warmup:
+            return False
+        schedule = trial.params.get("schedule")
+        peers = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if t.params.get("schedule") == schedule and step in t.intermediate_values]
+        if len(peers) < self.startup:
+            return False
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        values = [v for v in trial.intermediate_values.values() if not math.isnan(v)]
+        if not values:  # only NaN so far: behind everyone
+            return True
+        best, median = (max(values) if maximize else min(values)), statistics.median(peers)
+        return best < median if maximize else best > median
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     if cfg.pruner in ("median", "median-by-schedule"):  # each epoch against the median of earlier trials
         # the first epochs of a one-cycle run are noisy: no verdict before epoch 2 (epoch 1 in short runs)
-        median = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min(2, max(1, cfg.epochs // 3)))
-        return median if cfg.pruner == "median" else MedianBySchedule(median)
+        startup, warmup = 5, min(2, max(1, cfg.epochs // 3))
+        if cfg.pruner == "median-by-schedule":
+            return MedianBySchedule(startup, warmup)
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
     if cfg.pruner == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
     if cfg.pruner == "hyperband":
