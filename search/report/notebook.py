@@ -156,7 +156,7 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
         lines += ["## 3. Race", "",
                   (f"**Target.** One training is a draw. Narrow's top {len(race.runners)} by their own run get "
                    f"extra seeds on validation, round by round ({R.MIN_SEEDS} seeds each, up to {R.MAX_SEEDS} "
-                   "while the leader's standard error is as large as its lead over the runner-up); a candidate is dropped when its statistic falls {R.Z:g} standard errors of a "
+                   f"while the leader's standard error is as large as its lead over the runner-up); a candidate is dropped when its statistic falls {R.Z:g} standard errors of a "
                    "difference behind the leader's. A seed's score is the worst of its last "
                    f"{R.LAST} validation epochs; the statistic is their mean minus their standard deviation; "
                    f"within {tie:.2f} point (one validation image) the smaller model wins."), "",
@@ -212,6 +212,10 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
     return out
 
 
+UNTRAINED = {"budget": "over the budget, not trained", "shape": "the image cannot hold it", "pruner": "stopped early",
+             "diverged": "diverged"}
+
+
 def warm_starts_line(explore: optuna.Study) -> str:
     """Explore's warm starts, where each came from, and how each scored."""
     def origin(t) -> str:
@@ -224,7 +228,7 @@ def warm_starts_line(explore: optuna.Study) -> str:
     warm = [t for t in explore.get_trials(deepcopy=False) if {"baseline", "warm_from"} & set(t.user_attrs)]
     return ("Warm starts, tried first: " + "; ".join(
         f"{origin(t)}: " + (f"{val_acc(t):.2f}%" if t.state == optuna.trial.TrialState.COMPLETE
-                            else t.user_attrs.get("pruned_by", t.state.name.lower())) for t in warm) + "."
+                            else UNTRAINED.get(t.user_attrs.get("pruned_by"), t.state.name.lower())) for t in warm) + "."
             if warm else "No warm starts.")
 
 
