@@ -32,7 +32,7 @@ from ...space.sample import fits, params_in
 from ..engine.data import VAL_SPLITS, Data
 from ..engine.seeds import DataSpec
 from .notes import study_note
-from .storage import check_storage_url, default_storage, make_storage, redact
+from .storage import check_storage_url, default_storage, make_storage, redact, worker_id
 
 OBJECTIVES = ("accuracy", "pareto")
 PRUNERS = ("median", "median-by-schedule", "halving", "hyperband", "none")
@@ -212,8 +212,19 @@ def make_sampler(cfg: StudyConfig, worker: int = 0, resumed_at: int = 0) -> optu
     propose its first trials' models again."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=(cfg.seed * 1000 + worker + 7919 * resumed_at) % 2**32,
+        return StampingTPE(seed=(cfg.seed * 1000 + worker + 7919 * resumed_at) % 2**32,
                                           multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
+
+
+class StampingTPE(optuna.samplers.TPESampler):
+    """TPE that stamps each trial with its worker as the trial is asked for, before anything else
+    can happen to it: a process killed between ask and objective leaves a trial whose worker is
+    known to be gone (workers.fail_orphans), not one RUNNING for good."""
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.RUNNING and "worker" not in trial.user_attrs:  # asked now, by this process
+            study._storage.set_trial_user_attr(trial._trial_id, "worker", worker_id())
+        super().before_trial(study, trial)
 
 
 class MedianBySchedule(optuna.pruners.BasePruner):
@@ -269,23 +280,23 @@ def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
                                 sampler=make_sampler(cfg, worker), pruner=make_pruner(cfg), load_if_exists=True)
     fp = cfg.fingerprint()
     old = fingerprint_of(study)
-    if not old:
-        if study.trials:
+    if not old:  # new, or its set-up was cut short (only its own warm starts queued): set up, stamped last
+        if any(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False)):
             raise StudyError(f"study {cfg.name!r} exists in {redact(cfg.storage_url)} but was not made by budgetnas.")
         warm = warm_params(cfg) if cfg.warm_start else {}  # a bad file stops us before the study is stamped
-        study.set_user_attr(FINGERPRINT, fp)
-        study.set_user_attr("config", json.loads(json.dumps(cfg.to_dict())))
-        if not cfg.dry_run:
-            study_note(study, cfg.to_dict())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(["val_acc", "params"] if cfg.objective == "pareto" else ["val_acc"])
         if cfg.warm_start:  # the baselines the space can express; the budget check still applies to them
             for b in baselines.all_baselines():
                 if fits(cfg.space, b.arch):
                     study.enqueue_trial(params_of(b.arch), user_attrs={"baseline": b.name}, skip_if_exists=True)
         for path, params in warm.items():
             study.enqueue_trial(params, user_attrs={"warm_from": path}, skip_if_exists=True)
+        study.set_user_attr("config", json.loads(json.dumps(cfg.to_dict())))
+        if not cfg.dry_run:
+            study_note(study, cfg.to_dict())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["val_acc", "params"] if cfg.objective == "pareto" else ["val_acc"])
+        study.set_user_attr(FINGERPRINT, fp)  # last: a kill before it leaves a study whose resume sets it up again
         return study
     if study.trials:  # a resume: its own seed, and the process's, as two may resume at once
         study.sampler = make_sampler(cfg, worker + 1000 * os.getpid(), resumed_at=len(study.trials))

@@ -6,8 +6,6 @@ seconds, why it stopped) as user attributes, so nothing is recomputed afterwards
 
 from __future__ import annotations
 
-import os
-import socket
 import statistics
 import sys
 import time
@@ -24,10 +22,6 @@ from ..engine.loop import Diverged
 from ..engine.train import Engine, train
 from ..engine.verify import LAST  # the objective: mean validation accuracy of the last LAST epochs
 from .notes import annotate_trial
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def trial_seed(base_seed: int, trial_number: int) -> int:
@@ -71,7 +65,6 @@ def make_objective(
 
     def objective(trial: optuna.Trial):
         t0 = time.perf_counter()
-        trial.set_user_attr("worker", worker_id())  # which machine and process ran it: see runner.fail_orphans
         try:
             shape = {} if data is None else {"image_size": data.image_size, "in_channels": data.channels,
                                              "classes": data.classes}

@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import re
+import socket
 import sqlite3
 import sys
 import time
@@ -233,3 +234,8 @@ def make_storage(url: str, heartbeat: int | None = 30) -> optuna.storages.BaseSt
                          "for PostgreSQL.") from None
     except Exception as e:  # noqa: BLE001 -- sqlalchemy/driver errors: bad URL, unreachable server
         raise StorageError(f"cannot open storage {redact(url)!r}: {redact(str(e).splitlines()[0])}") from None
+
+
+def worker_id() -> str:
+    """This process, as a trial's "worker" attribute names it (workers.fail_orphans judges by it)."""
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import multiprocessing
@@ -85,10 +86,19 @@ def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int =
     return study
 
 
+UNSTAMPED_S = 60.0  # a live worker stamps its trial the moment the objective starts
+
+
 def worker_gone(t: optuna.trial.FrozenTrial) -> bool:
     """Was `t` run by a process of this machine that no longer exists (killed, machine rebooted)?
-    Trials of other machines' workers are theirs to judge (their heartbeat)."""
-    host, _, pid = t.user_attrs.get("worker", "").rpartition(":")
+    Trials of other machines' workers are theirs to judge (their heartbeat). A RUNNING trial that
+    no worker stamped within UNSTAMPED_S of its start was asked by a process killed before its
+    objective began: gone too, or it would stay RUNNING for good."""
+    if "worker" not in t.user_attrs:
+        started = t.datetime_start
+        return (t.state == TrialState.RUNNING and started is not None
+                and (datetime.datetime.now() - started).total_seconds() > UNSTAMPED_S)
+    host, _, pid = t.user_attrs["worker"].rpartition(":")
     return host == socket.gethostname() and pid.isdigit() and not alive(int(pid))
 
 
