@@ -25,15 +25,19 @@ class UserError(BadInput):
     """Bad input from the user; printed as one line, exit code 2."""
 
 
-def at_least(low: int):
-    """An argparse type: a whole number >= `low` (a flag's domain, stated beside the flag)."""
+MAX_COUNT = 10**9  # no count this tool takes (seeds, epochs, images, trials...) is larger
+MAX_PROCESSES = 1024  # threads, workers, jobs: more than any machine's cores
+
+
+def at_least(low: int, high: int = MAX_COUNT):
+    """An argparse type: a whole number in [low, high] (a flag's domain, stated beside the flag)."""
     def whole(text: str) -> int:
         try:
             n = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, but got {text!r}") from None
-        if n < low:
-            raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, but got {n}")
+            raise argparse.ArgumentTypeError(f"must be a whole number in [{low}, {high}], but got {text!r}") from None
+        if not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number in [{low}, {high}], but got {n}")
         return n
     return whole
 
@@ -88,7 +92,7 @@ def add_data_args(p: argparse.ArgumentParser, dataset: bool = True, data_dir: bo
                        "test/<class>/) or a folder of IDX files")
     if data_dir:
         p.add_argument("--data-dir", default=None, help="data root (default: $BUDGETNAS_DATA, else ./data)")
-    p.add_argument("--threads", type=at_least(1), default=None, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--threads", type=at_least(1, MAX_PROCESSES), default=None, help="CPU threads for torch (default: all cores)")
 
 
 def add_engine_args(p: argparse.ArgumentParser, certify: bool) -> None:
@@ -268,7 +272,8 @@ def load_existing_study(name: str, url: str | None):
     from .study.config import FINGERPRINT
 
     study = optuna.load_study(study_name=name, storage=existing_storage(name, url))
-    if FINGERPRINT not in study.user_attrs and KEY not in study.user_attrs and study.trials:
+    set_up = any(t.state != optuna.trial.TrialState.WAITING for t in study.trials)  # not a set-up cut short
+    if FINGERPRINT not in study.user_attrs and KEY not in study.user_attrs and set_up:
         raise UserError(f"study {name!r} was not made by budgetnas (`search` or `drill`): it holds no architectures.")
     return study
 
@@ -449,7 +454,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("name", help="exp1..exp4 or all")
     b.add_argument("--seeds", type=at_least(1), default=1, help="number of seeds, 0..N-1, as in verify (default: 1)")
     b.add_argument("--epochs", type=at_least(1), default=None, help="override the recipe's epochs")
-    b.add_argument("--jobs", type=at_least(1), default=1, help="seeds trained in parallel processes (cores split)")
+    b.add_argument("--jobs", type=at_least(1, MAX_PROCESSES), default=1, help="seeds trained in parallel processes (cores split)")
     b.add_argument("--out", default=None, help="folder for the runs and RESULTS.md (default: studies/baselines)")
     b.add_argument("--markdown-only", action="store_true", help="only regenerate RESULTS.md from stored runs")
     add_data_args(b)
@@ -464,7 +469,7 @@ def parser() -> argparse.ArgumentParser:
                    help="test accuracy (%%) each of the last 3 epochs of every seed must reach; default: the named "
                         "dataset's (mnist: the course's 99.40), else none (no verdict)")
     v.add_argument("--json", default=None, help="write per-seed results and the verdict here")
-    v.add_argument("--jobs", type=at_least(1), default=1, help="seeds trained in parallel processes (cores split)")
+    v.add_argument("--jobs", type=at_least(1, MAX_PROCESSES), default=1, help="seeds trained in parallel processes (cores split)")
     add_data_args(v)
     add_engine_args(v, certify=True)
     v.set_defaults(func=cmd_verify)
@@ -472,7 +477,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="run (or resume) a study: sample, count, prune, train")
     s.add_argument("--config", default=None, help="study file (TOML with [study] and [space] tables)")
     add_fields(s, StudyConfig, skip=("space",), rename={"name": "study"})
-    s.add_argument("--workers", type=at_least(1), default=None,
+    s.add_argument("--workers", type=at_least(1, MAX_PROCESSES), default=None,
                    help="worker processes on this machine (default: one per core with a journal: or "
                         "postgresql:// storage, one with SQLite)")
     add_data_args(s, dataset=False, data_dir=False)
@@ -509,7 +514,7 @@ def parser() -> argparse.ArgumentParser:
     add_study_args(c)
     c.add_argument("--top", type=at_least(1), default=3, help="how many of the best trials by validation (default 3)")
     c.add_argument("--seeds", type=at_least(1), default=2, help="extra seeds each, in all; reruns train only the missing")
-    c.add_argument("--jobs", type=at_least(1), default=1, help="trainings in parallel processes (cores split)")
+    c.add_argument("--jobs", type=at_least(1, MAX_PROCESSES), default=1, help="trainings in parallel processes (cores split)")
     add_data_args(c, dataset=False)
     add_engine_args(c, certify=False)
     c.set_defaults(func=cmd_confirm)
@@ -527,7 +532,7 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--images", type=at_least(1), default=10000, help="training images per measurement")
     bn.add_argument("--repeats", type=at_least(1), default=None,
                     help="alternating (reference, ours) pairs; median reported (default 3; --trainings: 1)")
-    bn.add_argument("--workers", type=at_least(1), nargs="+", default=None,
+    bn.add_argument("--workers", type=at_least(1, MAX_PROCESSES), nargs="+", default=None,
                     help="instead: summed training img/s of K parallel workers sharing the cores, e.g. 1 2")
     bn.add_argument("--trainings", action="store_true",
                     help="instead: full trainings an hour with each drill stage's engine, one worker a core as the "

@@ -427,7 +427,7 @@ main(["drill", *args])
 
 
 def drill_proc(tmp_path, data_root, log, killed_at=""):
-    args = ["--name", "k", "--budget", "3000", "--hours", "0.006", "--epochs", "2", "--val-size", "300",
+    args = ["--name", "k", "--budget", "3000", "--hours", "0.012", "--epochs", "2", "--val-size", "300",
             "--seeds", "1", "--workers", "1", "--threads", "1", "--data-dir", str(data_root)]
     return subprocess.Popen([sys.executable, "-c", KILLED_AT, killed_at, *args], cwd=tmp_path, stdout=log,
                             stderr=subprocess.STDOUT)

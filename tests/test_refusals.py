@@ -36,7 +36,7 @@ BASES = {
     "pruners": ["--study", "fz", "--storage", FZ],
     "dashboard": ["--study", "fz", "--storage", FZ],
 }
-BAD_VALUES = ["nan", "inf", "-1", "x", "1e400"]
+BAD_VALUES = ["nan", "inf", "-1", "x", "1e400", "99999999999999999999"]  # the last: beyond every domain
 
 
 def validated_options() -> list[tuple[str, str, str]]:
@@ -68,6 +68,7 @@ SEEN_IN_CONTEXT = [
     (["search", *BASES["search"], "--dataset", "missing.npz"], "no such file or folder"),
     (["search", *BASES["search"], "--budget", "50"], "smallest model"),
     (["search", *BASES["search"], "--timeout", "-5"], "timeout must be"),
+    (["search", *BASES["search"], "--warm-from", "missing.json", "--no-warm-start"], "missing.json"),
     (["search", *BASES["search"], "--objective", "speed"], "objective must be"),
     (["search", *BASES["search"], "--pruner", "x"], "pruner must be"),
     (["search", *BASES["search"], "--val-split", "x"], "val_split must be"),

@@ -61,13 +61,16 @@ def test_a_damaged_journal_line_is_cut_there_and_the_rest_moved_aside(tmp_path, 
 
 def test_status_of_a_study_whose_journal_is_damaged_says_what_it_moved(tmp_path, cli):
     path = tmp_path / "s.journal"
-    open_study(StudyConfig(name="s", storage=f"journal:{path}"))  # its baselines enqueued: 10 lines
+    study = open_study(StudyConfig(name="s", storage=f"journal:{path}"))  # baselines enqueued, then stamped
+    setup = len(path.read_bytes().splitlines())
+    for i in range(5):  # records after the set-up: one of them is damaged below
+        study.set_user_attr(f"note{i}", i)
     n = len(path.read_bytes().splitlines())
-    garble(path, 6, GARBLE["bytes"])
+    garble(path, setup + 2, GARBLE["bytes"])
     result = cli("status", "--study", "s", "--storage", f"journal:{path}", cwd=tmp_path)
     assert result.returncode == 0 and "study s:" in result.stdout, result.stderr  # before: internal error, exit 70
     err = result.stderr.strip().splitlines()
-    assert len(err) == 1 and f"{path}: line 6 is damaged" in err[0] and f"moved {n - 5} lines" in err[0]
+    assert len(err) == 1 and f"{path}: line {setup + 2} is damaged" in err[0] and f"moved {n - setup - 1} lines" in err[0]
 
 
 def sqlite_study(tmp_path, name="t"):

@@ -16,7 +16,6 @@ exactly as budgetnas did.
 """
 
 import gzip
-import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -198,6 +197,8 @@ def _check_array(path, key, shape, dtype):
 
 # ----------------------------------------------------------------------------- image folder
 def _folder(root, test):
+    import struct  # here, not at the top: an exported module carries this function without the file's imports
+
     try:
         from PIL import Image
     except ImportError:

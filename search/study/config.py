@@ -97,14 +97,18 @@ class RunConfig:
         return replace(self, val_size=len(data.val)), data
 
 
+MOST = {"seed": 2**32 - 1, "heartbeat": 86_400, "workers": 1024}  # an RNG's seed range; a day; processes
+MAX_COUNT = 10**9  # the most of any other whole-number setting (trials, budget, images, epochs...)
+
+
 def whole(cfg, **least: int) -> None:
-    """Settings that are whole numbers at or above their least values (None: not set, where allowed)."""
+    """Settings that are whole numbers in [least, most] (None: not set, where allowed)."""
     for name, low in least.items():
-        v = getattr(cfg, name)
+        v, high = getattr(cfg, name), MOST.get(name, MAX_COUNT)
         if v is None and name in ("subset", "val_size", "workers"):
             continue
-        if not isinstance(v, int) or isinstance(v, bool) or v < low:
-            raise StudyError(f"{name} must be a whole number >= {low}, but got {v!r}.")
+        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+            raise StudyError(f"{name} must be a whole number in [{low}, {high}], but got {v!r}.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +136,7 @@ class StudyConfig(RunConfig):
         smallest = min_params(self.space)
         if self.budget < smallest:
             raise StudyError(f"budget {self.budget} is below the smallest model in the space ({smallest} params).")
+        warm_params(self)  # each warm_from file reads and fits the space, before any study exists
 
 
     def fingerprint(self) -> dict:
@@ -274,6 +279,7 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
 
 def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
     """Create the study, or resume it if its fingerprint matches this config."""
+    warm = warm_params(cfg)  # a bad file stops us before the study is made
     storage = storage if storage is not None else make_storage(cfg.storage_url, cfg.heartbeat)
     directions = ["maximize", "minimize"] if cfg.objective == "pareto" else ["maximize"]
     study = optuna.create_study(study_name=cfg.name, storage=storage, directions=directions,
@@ -283,7 +289,6 @@ def open_study(cfg: StudyConfig, storage=None, worker: int = 0) -> optuna.Study:
     if not old:  # new, or its set-up was cut short (only its own warm starts queued): set up, stamped last
         if any(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False)):
             raise StudyError(f"study {cfg.name!r} exists in {redact(cfg.storage_url)} but was not made by budgetnas.")
-        warm = warm_params(cfg) if cfg.warm_start else {}  # a bad file stops us before the study is stamped
         if cfg.warm_start:  # the baselines the space can express; the budget check still applies to them
             for b in baselines.all_baselines():
                 if fits(cfg.space, b.arch):

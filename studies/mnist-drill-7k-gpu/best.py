@@ -457,6 +457,8 @@ def _check_array(path, key, shape, dtype):
 
 # ----------------------------------------------------------------------------- image folder
 def _folder(root, test):
+    import struct  # here, not at the top: an exported module carries this function without the file's imports
+
     try:
         from PIL import Image
     except ImportError:
