@@ -213,3 +213,15 @@ def scripted_search(monkeypatch):
     from budgetnas.search.study import workers as runner
 
     monkeypatch.setattr(runner, "make_objective", partial(objective.make_objective, train_fn=scripted_training))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs: a real full disk once filled (root only, as on CI and these machines)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=False,
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)

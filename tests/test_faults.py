@@ -220,18 +220,6 @@ def test_workers_of_a_new_study_say_created_the_warm_starts_queued_and_the_total
                                                        "up to 3 more trials shared by 2 workers")
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 256 KiB tmpfs: a real full disk once filled (root only, as on CI and these machines)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=False,
-                      capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (not root)")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
-
-
 def fill(disk) -> None:
     free = os.statvfs(disk)
     (disk / "filler").write_bytes(b"\0" * (free.f_bavail * free.f_frsize))

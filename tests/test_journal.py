@@ -65,20 +65,6 @@ def test_a_resumed_study_does_not_propose_its_first_trials_again(tmp_path, url):
     assert sample(resumed.ask()) not in first
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 256 KiB tmpfs: a real full disk (root only, as on CI and these machines)."""
-    import subprocess
-
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=False,
-                      capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (not root)")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
-
-
 def test_a_full_disk_mid_write_loses_no_study(small_disk):
     path = small_disk / "j.journal"
     filler = small_disk / "filler"
