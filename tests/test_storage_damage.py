@@ -179,3 +179,21 @@ def test_the_loser_of_a_race_to_create_a_sqlite_file_tries_again(tmp_path, monke
     monkeypatch.setattr(metadata, "create_all", racing)
     storage = S.make_storage(f"sqlite:///{tmp_path}/r.db", heartbeat=None)
     assert len(calls) == 2 and optuna.create_study(study_name="r", storage=storage).trials == []
+
+
+def test_the_loser_of_a_race_to_stamp_the_schema_version_tries_again(tmp_path, monkeypatch):
+    """One step later in the same race: both found no version row, the other process wrote it first."""
+    import sqlalchemy
+    from optuna.storages._rdb.storage import _VersionManager
+
+    stamp, calls = _VersionManager._set_alembic_revision, []
+
+    def racing(self, revision):
+        calls.append(revision)
+        stamp(self, revision)  # the winner's row, written after this one looked
+        with self.engine.begin() as connection:  # this one's, as alembic's stamp writes it having seen none
+            connection.execute(sqlalchemy.text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": revision})
+
+    monkeypatch.setattr(_VersionManager, "_set_alembic_revision", racing)
+    storage = S.make_storage(f"sqlite:///{tmp_path}/r.db", heartbeat=None)
+    assert len(calls) == 1 and optuna.create_study(study_name="r", storage=storage).trials == []

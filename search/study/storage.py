@@ -191,15 +191,17 @@ def check_sqlite(path: Path) -> None:
 
 def rdb_storage(rdb_url: str, **kwargs) -> optuna.storages.RDBStorage:
     """Optuna's RDBStorage. Two processes creating one new SQLite file at once both see no tables
-    and both create them: the loser fails with "table ... already exists". It tries again, and
-    then finds the tables made."""
-    from sqlalchemy.exc import OperationalError
+    and both create them: the loser fails with "table ... already exists", or, one step later, both
+    write the schema's version row and the loser fails with "UNIQUE constraint failed:
+    alembic_version...". It tries again, and then finds the tables and the row made."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     for attempt in range(1, SQLITE_CREATE_TRIES + 1):
         try:
             return optuna.storages.RDBStorage(rdb_url, **kwargs)
-        except OperationalError as e:
-            if "already exists" not in str(e) or attempt == SQLITE_CREATE_TRIES:
+        except (OperationalError, IntegrityError) as e:
+            lost_race = "already exists" in str(e) or "alembic_version" in str(e)
+            if not lost_race or attempt == SQLITE_CREATE_TRIES:
                 raise
             time.sleep(0.1 * attempt)
 
