@@ -176,9 +176,18 @@ def cmd_verify(args) -> None:
     from pathlib import Path
 
     from .engine import data as D
-    from .engine.results import provenance, write_json
+    from .engine.results import write_json
     from .engine.seeds import DataSpec, SeedRun, train_seeds
-    from .engine.verify import distribution_line, fit_to, load_candidate, probe_module, summarise, verdict, verdict_line
+    from .engine.verify import (
+        distribution_line,
+        fit_to,
+        load_candidate,
+        probe_module,
+        summarise,
+        verdict,
+        verdict_line,
+        verify_record,
+    )
 
     writable(args.json)
     if args.target.endswith(".py") and Path(args.target).is_file():
@@ -197,7 +206,7 @@ def cmd_verify(args) -> None:
         print(f"{s['seed']:>4} {s['params']:>7} {s['best_test']:>6.2f}% {last3:>26} {s['min_last3']:>6.2f}%{note}")
     v = verdict(summaries, args.bar if args.bar is not None else D.default_bar(args.dataset))
     if args.json:
-        write_json(Path(args.json), {"target": args.target, "verdict": v, "runs": summaries, **provenance(engine)})
+        write_json(Path(args.json), verify_record(args.target, v, summaries, args.dataset, cand.recipe, engine))
     print(verdict_line(v, cand.params))
     print(distribution_line(v))
     if v["passed"] is False:  # no bar, no verdict: not a failure
@@ -341,7 +350,7 @@ def cmd_pruners(args) -> None:
     from .study import pruners
 
     study = load_existing_study(args.study, args.storage)
-    rows = [pruners.replay(study, p) for p in sorted(PRUNERS, key=lambda p: p != "none")]  # none first: the baseline row
+    rows = [pruners.replay(study, p, args.bar) for p in sorted(PRUNERS, key=lambda p: p != "none")]  # none first: the baseline row
     print(f"replay of {rows[0]['trials']} fully trained trials of {args.study!r}, epoch by epoch:")
     print(pruners.table(rows))
 
@@ -547,6 +556,8 @@ def parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("pruners", help="replay a study's fully trained trials through each pruner")
     add_study_args(pr)
+    pr.add_argument("--bar", type=within(0, 100), default=None,
+                    help="the accuracy reach-bar judges by (default: none, and reach-bar is median-by-schedule)")
     pr.set_defaults(func=cmd_pruners)
 
     db = sub.add_parser("dashboard", help="serve optuna-dashboard on a study (loopback only by default)")

@@ -357,6 +357,8 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(tiny_d
     assert "filled to the budget" in report and "widths scaled by the largest one factor" in report
     verify = json.loads((folder / "verify.json").read_text())
     assert [r["seed"] for r in verify["runs"]] == [0, 1]
+    assert (verify["dataset"], verify["schedule"]) == (cfg.dataset, Arch.read(folder / "best.json").recipe.schedule)
+    assert narrow.user_attrs["config"]["pruner"] == "reach-bar" and narrow.user_attrs["config"]["bar"] == cfg.bar
 
 
 def test_the_race_trains_a_rounds_seeds_side_by_side_and_keeps_each(tiny_drill, monkeypatch):

@@ -148,6 +148,8 @@ def test_verify_cli_on_synthetic_data(tmp_path, data_root, capsys):
     assert e.value.code == 1
     assert captured.out.strip().splitlines()[-2].startswith(f"FAIL params={count_params(TINY)}")
     assert captured.out.strip().splitlines()[-1].startswith("0/2 seeds pass; mean last-3 95% CI")
+    record = json.loads((tmp_path / "v.json").read_text())  # what reach-bar keys past runs by (study/curves.py)
+    assert (record["dataset"], record["schedule"]) == ("mnist", TINY.recipe.schedule)
     assert json.loads((tmp_path / "v.json").read_text())["verdict"]["passed"] is False
     main(args + ["--bar", "40", "--jobs", "2"])  # but it does learn (chance is 10%); seeds in parallel
     assert capsys.readouterr().out.strip().splitlines()[-2].startswith(f"PASS params={count_params(TINY)}")

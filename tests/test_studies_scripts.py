@@ -94,3 +94,12 @@ def test_paired_check_scores_the_raw_model_and_its_averages_in_one_run(tmp_path)
     assert [h["epoch"] for h in out["history"]] == [1, 2, 3]
     assert set(out["last3"]) == {"raw", "pbn", "ema0.998", "ema0.999", "ema0.9995"}
     assert all(0 <= h[k] <= 100 for h in out["history"] for k in out["last3"])
+
+
+def test_bar_curves_prints_what_the_drill_docs_quote():
+    out = subprocess.run([sys.executable, "studies/bar_curves.py"], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout
+    runs, passing = re.search(r"(\d+) verified runs of mnist, onecycle, 15 epochs; (\d+) reach", out).groups()
+    stopped, of_passing, share = re.search(r"stopped: (\d+) of \d+ runs, (\d+) of them passing; .*\((\d+%)\)", out).groups()
+    quote = f"{stopped} of {runs} stopped, {of_passing} of the {passing} that passed, {share} of their epochs saved"
+    assert quote in (ROOT / "docs/drill.md").read_text()

@@ -10,13 +10,12 @@ from ...space import SpaceConfig, min_params
 from ..engine.results import studies_root
 from ..study.config import ADDED_SINCE, MAX_SECONDS, RunConfig, StudyConfig, StudyError, whole
 
-PRUNER = "median-by-schedule"  # a one-cycle run is judged against one-cycle runs (study/pruners.py)
+PRUNER = "reach-bar"  # a one-cycle run is judged against one-cycle runs, and against what passed (study/curves.py)
 
 
 @dataclass(frozen=True, kw_only=True)
 class DrillConfig(RunConfig):
     hours: float = 1.0  # wall-clock budget of the whole drill, verify included
-    bar: float | None = None  # test accuracy every one of the last 3 epochs of every seed must reach, %; None: no verdict
     seeds: int = 3  # verify seeds, 0..N-1
     workers: int | None = None  # processes on this machine; default one per core
 
@@ -27,8 +26,6 @@ class DrillConfig(RunConfig):
         if not (isinstance(self.hours, (int, float)) and 0 < self.hours <= MAX_SECONDS / 3600):
             raise StudyError(f"hours must be a number in (0, {MAX_SECONDS / 3600:.0f}], but got {self.hours}.")
         whole(self, seeds=1, workers=1)
-        if self.bar is not None and not (isinstance(self.bar, (int, float)) and 0 < self.bar <= 100):
-            raise StudyError(f"bar is a test accuracy in percent, in (0, 100], but got {self.bar}.")
         smallest = min_params(SpaceConfig())
         if self.budget < smallest:
             raise StudyError(f"budget {self.budget} is below the smallest model in the default space ({smallest} params).")
@@ -61,7 +58,7 @@ class DrillConfig(RunConfig):
 
     def stage(self, stage: str, **kw) -> StudyConfig:
         """The study of one stage (NAME/stage) in the drill's storage, with the drill's data and budget."""
-        shared = {k: getattr(self, k) for k in ("budget", "dataset", "data_dir", "val_size", "val_split", "seed")}
+        shared = {k: getattr(self, k) for k in ("budget", "dataset", "data_dir", "val_size", "val_split", "seed", "bar")}
         return StudyConfig(name=f"{self.name}/{stage}", storage=self.storage_url, trials=1_000_000, pruner=PRUNER,
                            **{**shared, "subset": self.subset, "epochs": self.epochs, **kw})
 

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 from ...space import Arch, count_params
 from ..engine.render import render
-from ..engine.results import provenance, write_json
+from ..engine.results import write_json
 from ..engine.seeds import DataSpec, SeedRun, train_seeds
-from ..engine.verify import distribution_line, summarise, verdict, verdict_line
+from ..engine.verify import distribution_line, summarise, verdict, verdict_line, verify_record
 from . import racing as R
 from .plan import VERIFY_ENGINE
 from .state import Verified
@@ -36,6 +36,6 @@ def verify(drill) -> None:
         drill.study.set_user_attr("verify_runs", {str(k): v for k, v in done.items()})  # each seed kept as it ends
     summaries = [done[s] for s in range(c.seeds)]
     v = verdict(summaries, c.bar)
-    write_json(c.folder / "verify.json", {"target": str(module), "verdict": v, "runs": summaries, **provenance(engine)})
+    write_json(c.folder / "verify.json", verify_record(str(module), v, summaries, c.dataset, arch.recipe, engine))
     drill.write("verify", Verified(v, count_params(arch)))
     drill.log(f"[verify] {verdict_line(v, count_params(arch))}; {distribution_line(v)}")

@@ -24,6 +24,7 @@ from ... import baselines
 from ...space import Arch, Recipe, build, count_params
 from ...space.errors import BadInput
 from .data import Data
+from .results import provenance
 
 LAST = 3  # the course's last epochs: verify needs all of them at the bar; search scores their mean, the race their worst
 
@@ -154,6 +155,13 @@ def verdict(summaries: list[dict], target: float | None) -> dict:
 # two-sided 95% quantiles of Student's t by degrees of freedom (scipy is not a dependency)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def verify_record(target: str, v: dict, summaries: list[dict], dataset: str, recipe: Recipe, engine) -> dict:
+    """A verify's JSON record: the verdict and every seed, with what a later reader keys runs by
+    (the dataset and the LR schedule: study/curves.py) and how it was made."""
+    return {"target": target, "verdict": v, "runs": summaries, "dataset": dataset, "schedule": recipe.schedule,
+            **provenance(engine)}
 
 
 def verdict_line(v: dict, params: int) -> str:

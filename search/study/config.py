@@ -31,11 +31,12 @@ from ...space.errors import BadInput
 from ...space.sample import fits, params_in
 from ..engine.data import VAL_SPLITS, Data
 from ..engine.seeds import DataSpec
+from . import curves
 from .notes import study_note
 from .storage import check_storage_url, default_storage, make_storage, redact, worker_id
 
 OBJECTIVES = ("accuracy", "pareto")
-PRUNERS = ("median", "median-by-schedule", "halving", "hyperband", "none")
+PRUNERS = ("median", "median-by-schedule", "reach-bar", "halving", "hyperband", "none")
 MAX_SECONDS = 366 * 24 * 3600.0  # a time budget beyond a year is a typo, not a plan
 FINGERPRINT = "budgetnas"  # study user attribute holding what the study was created with
 ADDED_SINCE = {"val_split": "random", "fill": False}  # fingerprint settings added after the first studies: what they meant
@@ -72,12 +73,15 @@ class RunConfig:
     epochs: int = 15  # training epochs per trial (the fidelity)
     seed: int = 0  # sampler seed; trial k trains with a seed derived from (seed, k)
     storage: str | None = None  # Optuna storage URL; default sqlite:///studies/NAME.db (a drill: its journal)
+    bar: float | None = None  # test accuracy every one of the last 3 epochs must reach, %; None: no bar (a drill: no verdict; pruner reach-bar: the median rule alone)
 
     def __post_init__(self):
         check_name(self.name)
         whole(self, budget=1, val_size=1, epochs=1, seed=0, subset=1)
         if self.val_split not in VAL_SPLITS:
             raise StudyError(f"val_split must be one of {VAL_SPLITS}, but got {self.val_split!r}.")
+        if self.bar is not None and not (isinstance(self.bar, (int, float)) and 0 < self.bar <= 100):
+            raise StudyError(f"bar is a test accuracy in percent, in (0, 100], but got {self.bar}.")
         check_storage_url(self.storage_url)
 
     @property
@@ -116,7 +120,7 @@ class StudyConfig(RunConfig):
     trials: int = 20  # trials to run in this invocation
     timeout: float | None = None  # stop starting new trials after this many seconds
     objective: str = "accuracy"  # accuracy: max val acc | pareto: max val acc, min params
-    pruner: str = "median"  # median | median-by-schedule | halving | hyperband | none: early stopping (accuracy objective)
+    pruner: str = "median"  # median | median-by-schedule | reach-bar | halving | hyperband | none: early stopping (accuracy objective)
     fill: bool = False  # scale each sampled model's widths by the largest one factor within the budget
     warm_start: bool = True  # enqueue the four baselines first
     warm_from: tuple[str, ...] = ()  # then these Arch JSON files (an earlier study's best), moved into the space
@@ -264,9 +268,12 @@ class MedianBySchedule(optuna.pruners.BasePruner):
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
-    if cfg.pruner in ("median", "median-by-schedule"):  # each epoch against the median of earlier trials
+    if cfg.pruner in ("median", "median-by-schedule", "reach-bar"):  # each epoch against the median of earlier trials
         # the first epochs of a one-cycle run are noisy: no verdict before epoch 2 (epoch 1 in short runs)
         startup, warmup = 5, min(2, max(1, cfg.epochs // 3))
+        if cfg.pruner == "reach-bar":  # and against what passed before (study/curves.py)
+            by_schedule = {s: curves.fits(curves.past_curves(cfg.dataset, s, cfg.epochs)) for s in cfg.space.schedule}
+            return curves.ReachBar(cfg.bar, by_schedule, MedianBySchedule(startup, warmup))
         if cfg.pruner == "median-by-schedule":
             return MedianBySchedule(startup, warmup)
         return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)

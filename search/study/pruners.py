@@ -16,12 +16,15 @@ from .config import StudyConfig, make_pruner
 from .select import completed, val_acc
 
 
-def replay(study: optuna.Study, pruner: str, top: int = 5) -> dict:
+def replay(study: optuna.Study, pruner: str, bar: float | None = None, top: int = 5) -> dict:
+    """What `pruner` would have stopped of `study`'s fully trained trials; `bar` for reach-bar,
+    judged by the curves of the study's dataset (study/curves.py)."""
     trials = sorted((t for t in completed(study) if t.user_attrs.get("history")), key=lambda t: t.number)
     if not trials:
         raise BadInput(f"study {study.study_name!r} has no fully trained trial to replay.")
-    epochs = len(trials[0].user_attrs["history"])
-    replayed = optuna.create_study(direction="maximize", pruner=make_pruner(StudyConfig(pruner=pruner, epochs=epochs)))
+    epochs, dataset = len(trials[0].user_attrs["history"]), study.user_attrs.get("config", {}).get("dataset")
+    cfg = StudyConfig(pruner=pruner, epochs=epochs, bar=bar, **({"dataset": dataset} if dataset else {}))
+    replayed = optuna.create_study(direction="maximize", pruner=make_pruner(cfg))
     trained, killed = 0, set()
     for t in trials:
         replayed.enqueue_trial(t.params)  # the same params: a pruner may compare by them

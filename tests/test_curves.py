@@ -1,0 +1,100 @@
+"""reach-bar (search/study/curves.py): a training that past verified runs say cannot reach the bar
+stops; the runs are read by dataset, schedule and length."""
+
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from budgetnas.search.study import curves as C
+from budgetnas.search.study.config import StudyConfig, make_pruner
+from budgetnas.search.study.pruners import replay
+
+EPOCHS = 4
+
+
+def curve(final: float) -> list[float]:
+    """A run whose accuracy climbs to its last-3 worst `final`: epoch e lies (4 - e) points below,
+    with a small wobble so that the fit's residuals are not all zero."""
+    return [final - (EPOCHS - e) + 0.01 * (e % 2) for e in range(1, EPOCHS + 1)]
+
+
+def write_record(folder, name, finals, **fields):
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = [{"min_last3": f, "history": [{"epoch": e, "test_acc": a} for e, a in enumerate(curve(f), 1)]} for f in finals]
+    (folder / name).write_text(json.dumps({"target": str(folder / "best.py"), "runs": runs, **fields}))
+
+
+FINALS = [99.0 + 0.02 * i for i in range(30)]  # 99.00 .. 99.58: some reach 99.4, some do not
+
+
+@pytest.fixture
+def history(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_record(tmp_path / "studies" / "a", "verify.json", FINALS, dataset="mnist", schedule="onecycle")
+    return tmp_path / "studies"
+
+
+def test_runs_are_read_by_dataset_schedule_and_length_each_once(history):
+    write_record(history / "copy", "verify.json", FINALS, dataset="mnist", schedule="onecycle")  # the same runs again
+    write_record(history / "fashion", "verify.json", [90.0] * 30, dataset="fashion-mnist", schedule="onecycle")
+    write_record(history / "step", "verify.json", [98.0] * 30, dataset="mnist", schedule="step")
+    # an older record: no dataset or schedule of its own; its command and the Arch JSON beside its module say
+    write_record(history / "old", "verify.json", [97.0, 97.5], command="budgetnas verify x.py --dataset kmnist")
+    (history / "old" / "best.json").write_text(json.dumps({"recipe": {"schedule": "cosine"}}))
+    assert sorted(f for _, f in C.past_curves("mnist", "onecycle", EPOCHS)) == FINALS
+    assert [f for _, f in C.past_curves("kmnist", "cosine", EPOCHS)] == [97.0, 97.5]
+    assert C.past_curves("mnist", "onecycle", EPOCHS + 1) == []
+    assert C.past_curves("fashion-mnist", "step", EPOCHS) == []
+
+
+def test_a_run_below_what_passed_is_hopeless_and_one_on_the_way_is_not(history):
+    fits = C.fits(C.past_curves("mnist", "onecycle", EPOCHS))
+    at3 = fits[3]  # one point below the end, by construction
+    assert at3.r > 0.99 and at3.slope == pytest.approx(1, abs=0.05)
+    assert at3.hopeless(99.0 - 1, bar=99.4)  # on course for 99.0
+    assert not at3.hopeless(99.5 - 1, bar=99.4)  # on course for 99.5
+    assert C.fits(C.past_curves("mnist", "onecycle", EPOCHS)[: C.MIN_RUNS - 1]) == {}  # too few runs: no verdict
+
+
+def run_trial(study, schedule: str, values: list[float]) -> bool:
+    """Report `values` epoch by epoch; whether the study's pruner stopped the trial."""
+    study.enqueue_trial({"schedule": schedule})
+    trial = study.ask()
+    trial.suggest_categorical("schedule", ["onecycle", "step"])
+    for epoch, v in enumerate(values, 1):
+        trial.set_user_attr("history", [{"epoch": e, "val_acc": a} for e, a in enumerate(values[:epoch], 1)])
+        trial.report(v, epoch)
+        if trial.should_prune():
+            study.tell(trial, state=TrialState.PRUNED)
+            return True
+    study.tell(trial, values[-1])
+    return False
+
+
+def test_reach_bar_stops_the_hopeless_once_the_stage_has_its_first_completed(history):
+    cfg = StudyConfig(pruner="reach-bar", epochs=EPOCHS, bar=99.4)
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(cfg))
+    hopeless = curve(99.0)
+    for _ in range(C.KEEP):  # the race needs entrants: the first KEEP complete whatever the bar says
+        assert not run_trial(study, "onecycle", hopeless)
+    assert run_trial(study, "onecycle", hopeless)
+    assert not run_trial(study, "onecycle", curve(99.55))
+    assert not run_trial(study, "step", hopeless)  # no verified step runs: no verdict by the bar
+
+
+def test_without_a_bar_reach_bar_is_the_median_rule(history):
+    study = optuna.create_study(direction="maximize",
+                                pruner=make_pruner(StudyConfig(pruner="reach-bar", epochs=EPOCHS)))
+    assert not any(run_trial(study, "onecycle", curve(99.0)) for _ in range(C.KEEP + 2))
+
+
+def test_the_replay_counts_what_reach_bar_saves(history):
+    study = optuna.create_study(direction="maximize")
+    finals = (99.0, 99.05, 99.1, 98.9, 98.8, 99.5)
+    for final in finals:  # every one trained in full: the study has no pruner
+        run_trial(study, "onecycle", curve(final))
+    kept = replay(study, "reach-bar", bar=99.4)
+    assert kept["epochs_trained"] < kept["epochs_full"] and kept["best_kept"]
+    assert replay(study, "reach-bar")["epochs_trained"] == replay(study, "median-by-schedule")["epochs_trained"]
