@@ -248,6 +248,14 @@ def cmd_drill(args) -> None:
         sys.exit(1)
 
 
+def cmd_join(args) -> None:
+    from .drill.join import join
+
+    cfg = DrillConfig(name=args.name, storage=args.storage)  # the name checked, the drill's storage by default
+    existing_storage(cfg.name, cfg.storage_url)  # a drill that is not there is refused before anything is written
+    join(cfg.name, cfg.storage_url, args.workers or cfg.n_workers, engine_of(args), args.data_dir)
+
+
 def cmd_status(args) -> None:
     from .drill.state import KEY
     from .report.status import drill_summary, summary
@@ -498,6 +506,15 @@ def parser() -> argparse.ArgumentParser:
     add_data_args(d, dataset=False, data_dir=False)
     add_engine_args(d, certify=False)
     d.set_defaults(func=cmd_drill)
+
+    j = sub.add_parser("join", help="more workers for a running drill, from any machine that reaches its storage")
+    j.add_argument("--name", required=True, help="the drill's name")
+    j.add_argument("--storage", default=None, help="the drill's storage URL, e.g. postgresql://... (default: its "
+                   "journal, studies/NAME/drill.journal, on this machine)")
+    j.add_argument("--workers", type=at_least(1, MAX_PROCESSES), default=None, help="processes here (default: one per core)")
+    add_data_args(j, dataset=False)
+    add_engine_args(j, certify=False)
+    j.set_defaults(func=cmd_join)
 
     st = sub.add_parser("status", help="trials by state, best so far, Pareto front, time spent")
     add_study_args(st)

@@ -35,6 +35,7 @@ BASES = {
     "report": ["--study", "fz", "--storage", FZ],
     "pruners": ["--study", "fz", "--storage", FZ],
     "dashboard": ["--study", "fz", "--storage", FZ],
+    "join": ["--name", "fz", "--storage", FZ, "--data-dir", DATA],
 }
 BAD_VALUES = ["nan", "inf", "-1", "x", "1e400", "99999999999999999999"]  # the last: beyond every domain
 
@@ -62,6 +63,9 @@ def invocation(command: str, flag: str, value: str) -> list[str]:
 
 # Refusals that need the data, a file or a study to see; ONE_CLASS, RGB: data files made below.
 SEEN_IN_CONTEXT = [
+    (["join", "--name", "nothere"], "no study database"),
+    (["join", *BASES["join"]], "is not a drill"),
+    (["join", "--name", "a/b"], "names one folder"),
     (["search", *BASES["search"], "--val-size", "5000"], "holds out every training image"),
     (["search", *BASES["search"], "--subset", "100000"], "more than the"),
     (["search", *BASES["search"], "--dataset", "ONE_CLASS"], "a classifier needs two"),

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 from ...space import Arch
-from ..engine.seeds import SeedRun, train_seeds
+from ..engine.seeds import SeedRun
 from ..study.confirm import confirm_seed
 from ..study.select import completed
 from . import racing as R
+from . import seedwork
 from .state import Choice, Race
 
 
@@ -32,18 +33,20 @@ def race(drill) -> None:
     spec = c.stage("narrow").data
     while not (why := R.finished(state.alive())):
         n = min(len(r.scores) for r in state.alive())
-        batch = [r for r in state.alive() if len(r.scores) == n][:c.n_workers]  # a round runs side by side
+        batch = [r for r in state.alive() if len(r.scores) == n]  # a round, posted at once: any free worker takes one
         need = max(trials[r.number].user_attrs.get("seconds", p.full_training_s) for r in batch)
         if drill.clock.now() + need > p.race_end:
             why = "time"
             break
-        runs = [SeedRun(spec, confirm_seed(r.number, n), arch=json.dumps(trials[r.number].user_attrs["arch"]),
-                        tag=r.number) for r in batch]
-        for record in train_seeds(runs, drill.engine, len(runs)):
+        runs = {f"race/trial{r.number}/seed{n}": SeedRun(spec, confirm_seed(r.number, n), tag=r.number,
+                                                         arch=json.dumps(trials[r.number].user_attrs["arch"]))
+                for r in batch}
+        for key, record in seedwork.train(drill.study, runs, drill.engine, c.n_workers):
+            number = runs[key].tag
             score = 0.0 if record["diverged"] else R.seed_score([h["val_acc"] for h in record["history"]])
-            next(r for r in state.runners if r.number == record["tag"]).scores.append(score)
+            next(r for r in state.runners if r.number == number).scores.append(score)
             state.seconds.append(record["seconds"])
-            drill.log(f"[race] trial {record['tag']} seed {record['seed']}: worst of last {R.LAST} val {score:.2f}%  "
+            drill.log(f"[race] trial {number} seed {record['seed']}: worst of last {R.LAST} val {score:.2f}%  "
                       f"({record['seconds'] / 60:.1f} min)")
             if len({len(x.scores) for x in state.alive()}) == 1:  # a round is complete: test
                 kept = {x.number for x in R.survivors(state.alive(), tie)}

@@ -10,7 +10,7 @@ import optuna
 from ..study.config import StudyConfig, StudyError, open_study
 from ..study.select import completed
 from ..study.storage import make_storage
-from ..study.workers import run_workers
+from ..study.workers import fail_gone, run_workers
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ def run_stage(drill, cfg: StudyConfig, start: float, end: float, training_s: flo
         else:
             study = open_study(cfg, storage=make_storage(cfg.storage_url))
         if completed(study):
+            fail_gone(study)  # a joined worker killed mid-training leaves no trial RUNNING for good
             return study
         drill.log(f"[{cfg.name}] no trial has completed yet; one more per worker")
         cfg, left = replace(cfg, trials=c.n_workers), 0.0

@@ -9,9 +9,10 @@ from dataclasses import replace
 from ...space import Arch, count_params
 from ..engine.render import render
 from ..engine.results import write_json
-from ..engine.seeds import DataSpec, SeedRun, train_seeds
+from ..engine.seeds import DataSpec, SeedRun
 from ..engine.verify import distribution_line, summarise, verdict, verdict_line, verify_record
 from . import racing as R
+from . import seedwork
 from .plan import VERIFY_ENGINE
 from .state import Verified
 
@@ -30,8 +31,8 @@ def verify(drill) -> None:
     done = {int(k): v for k, v in drill.study.user_attrs.get("verify_runs", {}).items()}
     todo = [s for s in range(c.seeds) if s not in done]
     drill.log(f"[verify] {module}: {count_params(arch):,} params, seeds {todo} of {c.seeds} to train")
-    runs = [SeedRun(DataSpec(c.dataset, c.data_dir), seed, target=str(module)) for seed in todo]
-    for record in train_seeds(runs, engine, min(c.n_workers, len(runs) or 1), log=drill.log):
+    runs = {f"verify/seed{seed}": SeedRun(DataSpec(c.dataset, c.data_dir), seed, target=str(module)) for seed in todo}
+    for _, record in seedwork.train(drill.study, runs, engine, c.n_workers, fixed=VERIFY_ENGINE, log=drill.log):
         done[record["seed"]] = summarise(record)
         drill.study.set_user_attr("verify_runs", {str(k): v for k, v in done.items()})  # each seed kept as it ends
     summaries = [done[s] for s in range(c.seeds)]

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -100,6 +101,17 @@ def worker_gone(t: optuna.trial.FrozenTrial) -> bool:
                 and (datetime.datetime.now() - started).total_seconds() > UNSTAMPED_S)
     host, _, pid = t.user_attrs["worker"].rpartition(":")
     return host == socket.gethostname() and pid.isdigit() and not alive(int(pid))
+
+
+def fail_gone(study: optuna.Study) -> None:
+    """End FAIL the RUNNING trials whose worker is gone: on this machine by its pid (`worker_gone`),
+    on any machine by its heartbeat where the storage keeps them (Optuna then queues a copy)."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "worker" in t.user_attrs and worker_gone(t):
+            study.tell(t.number, state=TrialState.FAIL)
+    with warnings.catch_warnings():  # "experimental" since 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def fail_orphans(study: optuna.Study) -> None:
