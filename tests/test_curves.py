@@ -14,15 +14,16 @@ from budgetnas.search.study.pruners import replay
 EPOCHS = 4
 
 
-def curve(final: float) -> list[float]:
-    """A run whose accuracy climbs to its last-3 worst `final`: epoch e lies (4 - e) points below,
-    with a small wobble so that the fit's residuals are not all zero."""
-    return [final - (EPOCHS - e) + 0.01 * (e % 2) for e in range(1, EPOCHS + 1)]
+def curve(final: float, epochs: int = EPOCHS) -> list[float]:
+    """A run whose accuracy climbs to its last-3 worst `final`: epoch e lies (epochs - e) points
+    below, with a small wobble so that the fit's residuals are not all zero."""
+    return [final - (epochs - e) + 0.01 * (e % 2) for e in range(1, epochs + 1)]
 
 
-def write_record(folder, name, finals, **fields):
+def write_record(folder, name, finals, epochs=EPOCHS, **fields):
     folder.mkdir(parents=True, exist_ok=True)
-    runs = [{"min_last3": f, "history": [{"epoch": e, "test_acc": a} for e, a in enumerate(curve(f), 1)]} for f in finals]
+    runs = [{"min_last3": f, "history": [{"epoch": e, "test_acc": a} for e, a in enumerate(curve(f, epochs), 1)]}
+            for f in finals]
     (folder / name).write_text(json.dumps({"target": str(folder / "best.py"), "runs": runs, **fields}))
 
 
@@ -79,7 +80,7 @@ def test_reach_bar_stops_the_hopeless_once_the_stage_has_its_first_completed(his
     hopeless = curve(99.0)
     for _ in range(C.KEEP):  # the race needs entrants: the first KEEP complete whatever the bar says
         assert not run_trial(study, "onecycle", hopeless)
-    assert run_trial(study, "onecycle", hopeless)
+    assert run_trial(study, "onecycle", hopeless) and study.pruner.stopped_by == "bar"  # the objective records it
     assert not run_trial(study, "onecycle", curve(99.55))
     assert not run_trial(study, "step", hopeless)  # no verified step runs: no verdict by the bar
 
@@ -98,3 +99,22 @@ def test_the_replay_counts_what_reach_bar_saves(history):
     kept = replay(study, "reach-bar", bar=99.4)
     assert kept["epochs_trained"] < kept["epochs_full"] and kept["best_kept"]
     assert replay(study, "reach-bar")["epochs_trained"] == replay(study, "median-by-schedule")["epochs_trained"]
+
+
+def test_a_search_records_the_trainings_the_bar_stopped(tmp_path, data_root, monkeypatch):
+    """Through the objective: the first KEEP complete, the rest stop at their first epoch, each
+    recorded as stopped by the bar (status and the notebook count them apart)."""
+    from budgetnas.search.engine.train import Engine
+    from budgetnas.search.report.status import prune_counts
+    from budgetnas.search.study.workers import run
+    from tests.conftest import SMALL, cfg
+
+    for schedule in SMALL.schedule:  # runs of the search's 2 epochs that reached 99.x
+        write_record(tmp_path / "studies" / schedule, "verify.json", FINALS, epochs=2, dataset="mnist",
+                     schedule=schedule)
+    trials = C.KEEP + 2
+    study = run(cfg(data_root, trials=trials, pruner="reach-bar", bar=99.4), engine=Engine("cpu"))
+    stopped = [t for t in study.trials if t.user_attrs.get("pruned_by") == "bar"]
+    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == C.KEEP
+    assert len(stopped) == trials - C.KEEP and all(len(t.user_attrs["history"]) == 1 for t in stopped)
+    assert prune_counts(study)["of them, could not reach the bar"] == len(stopped)

@@ -36,8 +36,14 @@ def trained(study: optuna.Study | None) -> list:
 
 def pruning_words(study: optuna.Study) -> str:
     pruner = study.user_attrs.get("config", {}).get("pruner")
-    return {"median": "the median rule", "median-by-schedule": "the median rule among trials of their own LR schedule"
-            }.get(pruner, f"the {pruner} pruner")
+    return {"median": "the median rule", "median-by-schedule": "the median rule among trials of their own LR schedule",
+            "reach-bar": "the median rule among trials of their own LR schedule, and when the project's verified runs "
+                         "said they could no longer reach the bar"}.get(pruner, f"the {pruner} pruner")
+
+
+def bar_words(counts: dict[str, int]) -> str:
+    bar = counts.get("of them, could not reach the bar")
+    return f" ({bar} could not reach the bar)" if bar else ""
 
 
 def by_schedule(study: optuna.Study) -> str:
@@ -57,7 +63,8 @@ def study_results(study: optuna.Study) -> list[str]:
     lines = ["| trials | trained | completed | over budget (not trained) | stopped early | diverged | training time |",
              "|---:|---:|---:|---:|---:|---:|---:|",
              (f"| {len(study.trials)} | {len(trained(study))} | {len(done)} | {counts['over budget']} | "
-              f"{counts['early (pruner)']} | {counts['diverged']} | {seconds_spent(study) / 60:.1f} min |"), "",
+              f"{counts['early (pruner)']}{bar_words(counts)} | {counts['diverged']} | {seconds_spent(study) / 60:.1f} min |"),
+             "",
              by_schedule(study), "",
              "The best five by validation (mean of the last 3 epochs):", "",
              "| trial | params | val | model |", "|---:|---:|---:|---|"]
@@ -213,7 +220,7 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
 
 
 UNTRAINED = {"budget": "over the budget, not trained", "shape": "the image cannot hold it", "pruner": "stopped early",
-             "diverged": "diverged"}
+             "bar": "stopped early, could not reach the bar", "diverged": "diverged"}
 
 
 def warm_starts_line(explore: optuna.Study) -> str:

@@ -36,8 +36,9 @@ def stale_words(study: optuna.Study) -> str:
 def prune_counts(study: optuna.Study) -> dict[str, int]:
     """Pruned trials by cause, as the objective recorded it."""
     by = Counter(t.user_attrs.get("pruned_by") for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
-    return {"over budget": by["budget"], "shape vanishes": by["shape"], "early (pruner)": by["pruner"],
-            "diverged": by["diverged"]}
+    counts = {"over budget": by["budget"], "shape vanishes": by["shape"], "early (pruner)": by["pruner"] + by["bar"],
+              "diverged": by["diverged"]}
+    return counts | ({"of them, could not reach the bar": by["bar"]} if by["bar"] else {})
 
 
 def over_budget_ms(study: optuna.Study) -> float | None:

@@ -117,10 +117,13 @@ class ReachBar(optuna.pruners.BasePruner):
     def __init__(self, bar: float | None, fits_by_schedule: dict[str, dict[int, Fit]],
                  fallback: optuna.pruners.BasePruner):
         self.bar, self.fits, self.fallback = bar, fits_by_schedule, fallback
+        self.stopped_by = "pruner"  # which rule said the last yes: "pruner" (the fallback) or "bar"
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        self.stopped_by = "pruner"
         if self.fallback.prune(study, trial):
             return True
+        self.stopped_by = "bar"
         step = trial.last_step
         if self.bar is None or step is None:
             return False

@@ -30,7 +30,7 @@ def trial_seed(base_seed: int, trial_number: int) -> int:
 
 
 def stop(trial: optuna.Trial, cause: str, reason: str) -> None:
-    """Record why a trial ends early: cause is budget | shape | pruner | diverged."""
+    """Record why a trial ends early: cause is budget | shape | pruner | bar | diverged."""
     trial.set_user_attr("pruned_by", cause)
     trial.set_user_attr("pruned_reason", reason)
 
@@ -102,9 +102,11 @@ def make_objective(
                 return
             trial.report(record["val_acc"], record["epoch"])
             if trial.should_prune():
-                stop(trial, "pruner", f"stopped by the pruner after epoch {record['epoch']}")
+                by = getattr(trial.study.pruner, "stopped_by", "pruner")  # reach-bar says which of its rules
+                stop(trial, by, f"stopped by the {'bar' if by == 'bar' else 'pruner'} after epoch {record['epoch']}")
                 annotate(trial, arch, n, history, f"Stopped by the pruner after epoch {record['epoch']}: validation "
-                         f"accuracy {record['val_acc']:.2f}% was not promising against earlier trials at that epoch.")
+                         f"accuracy {record['val_acc']:.2f}% " + ("could no longer reach the bar by the project's "
+                         "verified runs." if by == "bar" else "was not promising against earlier trials at that epoch."))
                 raise optuna.TrialPruned(f"val acc {record['val_acc']:.2f}% after epoch {record['epoch']}")
 
         try:
