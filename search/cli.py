@@ -272,7 +272,8 @@ def existing_storage(name: str, url: str | None):
     url = url or (f"journal:{drill_journal}" if drill_journal.is_file() else default_storage(name))
     path = storage_file(url)
     if path is not None and not path.exists():
-        raise UserError(f"no study database {path}; run `budgetnas search --study {name}` first.")
+        run = f"drill --name {name}" if path == drill_journal else f"search --study {name}"
+        raise UserError(f"no study database {path}; run `budgetnas {run}` first.")
     storage = make_storage(url, heartbeat=None)
     try:
         storage.get_study_id_from_name(name)

@@ -273,3 +273,13 @@ def test_status_shows_a_running_trial_whose_worker_is_gone_as_stale(tmp_path, cl
     result = cli("status", "--study", "s", "--storage", "journal:s.journal", cwd=tmp_path)
     out = result.stdout
     assert "1 stale (RUNNING, worker gone: trial 0" in out, result.stderr
+
+
+def test_a_dead_process_not_yet_reaped_is_not_alive():
+    """A killed worker whose parent has not waited for it yet (a zombie) is gone: its trials are failed."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    while alive(child.pid) and time.time() < deadline:  # it ends; nobody reaps it yet
+        time.sleep(0.05)
+    assert not alive(child.pid) and child.poll() == 0  # poll() reaps it: now it is not there at all
+    assert alive(os.getpid())

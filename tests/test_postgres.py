@@ -117,7 +117,7 @@ def test_a_joined_worker_killed_mid_training_loses_nothing(tmp_path, postgres_ur
     cli = [sys.executable, "-m", "budgetnas.search.cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     name = "joined"
-    leader = subprocess.Popen([*cli, "drill", "--name", name, "--budget", "3000", "--hours", "0.05", "--epochs", "2",
+    leader = subprocess.Popen([*cli, "drill", "--name", name, "--budget", "3000", "--hours", "0.035", "--epochs", "2",
                                "--val-size", "300", "--seeds", "2", "--workers", "1", "--storage",
                                postgres_url, "--data-dir", str(data), "--threads", "1"], cwd=leader_dir, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

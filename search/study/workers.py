@@ -159,13 +159,17 @@ def print_start(cfg: StudyConfig, data, study: optuna.Study, ran: int, workers: 
 
 
 def alive(pid: int) -> bool:
+    """Whether process `pid` runs; a zombie (dead, not yet reaped by its parent) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process
         return True
-    return True
+    try:  # Linux: the state letter follows the command name in parentheses
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (macOS), or it just ended
+        return True
 
 
 def run_workers(cfg: StudyConfig, workers: int | None = None, engine: Engine = Engine(),
