@@ -128,6 +128,8 @@ def test_race_finishes_when_separated_decided_or_out_of_seeds():
     assert R.finished([R.Runner(1, 1, [99.0]), R.Runner(2, 1, [99.1])]) is None  # under MIN_SEEDS
     clear = [R.Runner(1, 1, [99.40, 99.42, 99.41]), R.Runner(2, 1, [99.10, 99.12, 99.11])]
     assert not R.undecided(clear) and R.finished(clear) == "decided"  # lead 0.30, error 0.006
+    assert R.finished(clear, bar=99.0) == "decided"  # the leader far above the bar too
+    assert R.undecided(clear, bar=99.40) and R.finished(clear, bar=99.40) is None  # on the bar: one more seed
     close = [R.Runner(1, 1, [99.40, 99.50, 99.45]), R.Runner(2, 1, [99.38, 99.46, 99.42])]
     assert R.undecided(close) and R.finished(close) is None  # lead 0.05, error 0.03: one more seed
     at_cap = [R.Runner(n, 1, close[n - 1].scores * 2) for n in (1, 2)]

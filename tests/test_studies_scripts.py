@@ -103,3 +103,24 @@ def test_bar_curves_prints_what_the_drill_docs_quote():
     stopped, of_passing, share = re.search(r"stopped: (\d+) of \d+ runs, (\d+) of them passing; .*\((\d+%)\)", out).groups()
     quote = f"{stopped} of {runs} stopped, {of_passing} of the {passing} that passed, {share} of their epochs saved"
     assert quote in (ROOT / "docs/drill.md").read_text()
+
+
+def seeds_passing(verify_json: Path) -> str:
+    record = json.loads(verify_json.read_text())
+    return f"{sum(r['min_last3'] >= record['verdict']['target'] for r in record['runs'])}/{len(record['runs'])}"
+
+
+def test_the_verify_tables_say_k_of_n_as_the_records_do():
+    """Every verified model's row in studies/README.md: its verdict and seeds passing, from its verify JSON."""
+    text = (STUDIES / "README.md").read_text()
+    rows = re.findall(r"^\| `studies/([\w-]+)/(\w+)\.(?:json|py)` \| [\d,]+ \| [^|]+ \| (PASS|FAIL) (\d+/\d+) \|", text, re.M)
+    drills = re.findall(r"^\| (mnist-drill-[\w-]+) \| [\d,]+ \| [\d,]+ params, \**(PASS|FAIL)\** (\d+/\d+)", text, re.M)
+    assert len(rows) >= 18 and len(drills) >= 10
+    for study, name, verdict, kn in rows:
+        record = STUDIES / study / ("verify.json" if name == "best" else f"verify-{name}.json")
+        assert (verdict, kn) == (("PASS" if json.loads(record.read_text())["verdict"]["passed"] else "FAIL"),
+                                 seeds_passing(record)), (study, name)
+    for study, verdict, kn in drills:
+        record = STUDIES / study / "verify.json"
+        assert (verdict, kn) == (("PASS" if json.loads(record.read_text())["verdict"]["passed"] else "FAIL"),
+                                 seeds_passing(record)), study

@@ -31,7 +31,7 @@ def race(drill) -> None:
     p = drill.measure("race", sum(took) / len(took))
     tie = 100.0 / c.val_size  # one validation image
     spec = c.stage("narrow").data
-    while not (why := R.finished(state.alive())):
+    while not (why := R.finished(state.alive(), c.bar)):
         n = min(len(r.scores) for r in state.alive())
         batch = [r for r in state.alive() if len(r.scores) == n]  # a round, posted at once: any free worker takes one
         need = max(trials[r.number].user_attrs.get("seconds", p.full_training_s) for r in batch)

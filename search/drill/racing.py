@@ -9,7 +9,8 @@ training seed. Every surviving candidate gets the same seeds, one round at a tim
 round a candidate is dropped when its statistic is below the leader's by more than `Z`
 standard errors of a difference (a t-test's rule, the spread pooled over all candidates).
 The race reads its own error: after `MIN_SEEDS` seeds each, it goes on only while the leader's
-standard error is as large as its lead over the runner-up (`undecided`), up to `MAX_SEEDS`. It
+standard error is as large as its lead over the runner-up or its distance from the bar
+(`undecided`), up to `MAX_SEEDS`. It
 ends when one candidate is left, when the lead is larger than its error ('decided'), when
 `MAX_SEEDS` are run, or when its time is spent.
 
@@ -100,22 +101,25 @@ def interval(scores: list[float]) -> tuple[float, float]:
     return statistics.mean(scores) - half, statistics.mean(scores) + half
 
 
-def undecided(alive: list[Runner]) -> bool:
-    """Whether the leader's standard error is as large as its lead over the runner-up, on the
-    seeds all alive candidates have: another seed could change the pick."""
+def undecided(alive: list[Runner], bar: float | None = None) -> bool:
+    """Whether the leader's standard error is as large as its lead over the runner-up, or as its
+    distance from `bar` (validation read as test, as the pruner does), on the seeds all alive
+    candidates have: another seed could change the pick, or whether it clears the bar."""
     n = min(len(r.scores) for r in alive)
     ranked = sorted((statistic(r.scores[:n]) for r in alive), reverse=True)
     leader = max(alive, key=lambda r: statistic(r.scores[:n]))
-    return len(ranked) > 1 and standard_error(leader.scores[:n]) >= ranked[0] - ranked[1]
+    gaps = [ranked[0] - ranked[1]] + ([abs(ranked[0] - bar)] if bar is not None else [])
+    return len(ranked) > 1 and standard_error(leader.scores[:n]) >= min(gaps)
 
 
-def finished(alive: list[Runner], max_seeds: int = MAX_SEEDS, min_seeds: int = MIN_SEEDS) -> str | None:
+def finished(alive: list[Runner], bar: float | None = None, max_seeds: int = MAX_SEEDS,
+             min_seeds: int = MIN_SEEDS) -> str | None:
     """Why the race is over ('separated', 'seeds', 'decided'), or None to run another round."""
     if len(alive) <= 1:
         return "separated"
     n = min(len(r.scores) for r in alive)
     if n >= max_seeds:
         return "seeds"
-    if n >= min_seeds and not undecided(alive):
+    if n >= min_seeds and not undecided(alive, bar):
         return "decided"
     return None

@@ -163,7 +163,7 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
         lines += ["## 3. Race", "",
                   (f"**Target.** One training is a draw. Narrow's top {len(race.runners)} by their own run get "
                    f"extra seeds on validation, round by round ({R.MIN_SEEDS} seeds each, up to {R.MAX_SEEDS} "
-                   f"while the leader's standard error is as large as its lead over the runner-up); a candidate is dropped when its statistic falls {R.Z:g} standard errors of a "
+                   f"while the leader's standard error is as large as its lead over the runner-up or its distance from the bar); a candidate is dropped when its statistic falls {R.Z:g} standard errors of a "
                    "difference behind the leader's. A seed's score is the worst of its last "
                    f"{R.LAST} validation epochs; the statistic is their mean minus their standard deviation; "
                    f"within {tie:.2f} point (one validation image) the smaller model wins."), "",
