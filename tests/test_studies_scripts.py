@@ -113,8 +113,8 @@ def seeds_passing(verify_json: Path) -> str:
 def test_the_verify_tables_say_k_of_n_as_the_records_do():
     """Every verified model's row in studies/README.md: its verdict and seeds passing, from its verify JSON."""
     text = (STUDIES / "README.md").read_text()
-    rows = re.findall(r"^\| `studies/([\w-]+)/(\w+)\.(?:json|py)` \| [\d,]+ \| [^|]+ \| (PASS|FAIL) (\d+/\d+) \|", text, re.M)
-    drills = re.findall(r"^\| (mnist-drill-[\w-]+) \| [\d,]+ \| [\d,]+ params, \**(PASS|FAIL)\** (\d+/\d+)", text, re.M)
+    rows = re.findall(r"^\| `studies/([\w-]+)/(\w+)\.(?:json|py)` \| [\d,]+ \| [^|]+ \| (PASS|FAIL) (\d+/\d+) \|", text, re.MULTILINE)
+    drills = re.findall(r"^\| (mnist-drill-[\w-]+) \| [\d,]+ \| [\d,]+ params, \**(PASS|FAIL)\** (\d+/\d+)", text, re.MULTILINE)
     assert len(rows) >= 18 and len(drills) >= 10
     for study, name, verdict, kn in rows:
         record = STUDIES / study / ("verify.json" if name == "best" else f"verify-{name}.json")
