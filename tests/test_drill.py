@@ -330,9 +330,9 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(tiny_d
     assert f"{out['verdict']['passes']}/{out['verdict']['seeds']} seeds pass; " in report  # a distribution
     assert "Warm starts, tried first: " in report and ("The pick is a warm start used as given" in report) != (
         "The pick was sampled by the search in Narrow" in report)  # where the warm starts came from, and the pick
-    for stage in ("explore", "narrow"):  # one-cycle runs face one-cycle runs, and the bar (study/curves.py)
+    for stage in ("explore", "narrow"):  # one-cycle runs face one-cycle runs (search/study/config.py)
         stored = optuna.load_study(study_name=f"d/{stage}", storage=make_storage(cfg.storage_url)).user_attrs["config"]
-        assert (stored["pruner"], stored["bar"]) == ("reach-bar", cfg.bar)
+        assert (stored["pruner"], stored["bar"]) == ("median-by-schedule", cfg.bar)
     study = optuna.load_study(study_name="d", storage=make_storage(cfg.storage_url))
     assert study.user_attrs["done"] == ["explore", "narrow", "race", "verify"]
     assert study.user_attrs["spent"] <= 1.5 * cfg.seconds + study.user_attrs["plan"]["full_training_s"]  # its clock
