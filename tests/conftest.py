@@ -225,3 +225,18 @@ def small_disk(tmp_path):
         pytest.skip("cannot mount a tmpfs here (not root)")
     yield disk
     subprocess.run(["umount", str(disk)], check=True)
+
+
+def curve_trial(study, schedule: str, curve: list[float]) -> bool:
+    """A trial on `schedule` that reports `curve` epoch by epoch, its history kept as the objective
+    keeps it (a replay reads it); True if the study's pruner stopped it."""
+    study.enqueue_trial({"schedule": schedule})
+    t = study.ask({"schedule": optuna.distributions.CategoricalDistribution(["none", "step", "onecycle", "cosine"])})
+    for epoch, acc in enumerate(curve, 1):
+        t.set_user_attr("history", [{"epoch": e, "val_acc": a} for e, a in enumerate(curve[:epoch], 1)])
+        t.report(acc, epoch)
+        if t.should_prune():
+            study.tell(t, state=optuna.trial.TrialState.PRUNED)
+            return True
+    study.tell(t, curve[-1])
+    return False

@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 from budgetnas.search.study import curves as C
 from budgetnas.search.study.config import StudyConfig, make_pruner
 from budgetnas.search.study.pruners import replay
+from tests.conftest import curve_trial
 
 EPOCHS = 4
 
@@ -59,43 +60,28 @@ def test_a_run_below_what_passed_is_hopeless_and_one_on_the_way_is_not(history):
     assert C.fits(C.past_curves("mnist", "onecycle", EPOCHS)[: C.MIN_RUNS - 1]) == {}  # too few runs: no verdict
 
 
-def run_trial(study, schedule: str, values: list[float]) -> bool:
-    """Report `values` epoch by epoch; whether the study's pruner stopped the trial."""
-    study.enqueue_trial({"schedule": schedule})
-    trial = study.ask()
-    trial.suggest_categorical("schedule", ["onecycle", "step"])
-    for epoch, v in enumerate(values, 1):
-        trial.set_user_attr("history", [{"epoch": e, "val_acc": a} for e, a in enumerate(values[:epoch], 1)])
-        trial.report(v, epoch)
-        if trial.should_prune():
-            study.tell(trial, state=TrialState.PRUNED)
-            return True
-    study.tell(trial, values[-1])
-    return False
-
-
 def test_reach_bar_stops_the_hopeless_once_the_stage_has_its_first_completed(history):
     cfg = StudyConfig(pruner="reach-bar", epochs=EPOCHS, bar=99.4)
     study = optuna.create_study(direction="maximize", pruner=make_pruner(cfg))
     hopeless = curve(99.0)
     for _ in range(C.KEEP):  # the race needs entrants: the first KEEP complete whatever the bar says
-        assert not run_trial(study, "onecycle", hopeless)
-    assert run_trial(study, "onecycle", hopeless) and study.pruner.stopped_by == "bar"  # the objective records it
-    assert not run_trial(study, "onecycle", curve(99.55))
-    assert not run_trial(study, "step", hopeless)  # no verified step runs: no verdict by the bar
+        assert not curve_trial(study, "onecycle", hopeless)
+    assert curve_trial(study, "onecycle", hopeless) and study.pruner.stopped_by == "bar"  # the objective records it
+    assert not curve_trial(study, "onecycle", curve(99.55))
+    assert not curve_trial(study, "step", hopeless)  # no verified step runs: no verdict by the bar
 
 
 def test_without_a_bar_reach_bar_is_the_median_rule(history):
     study = optuna.create_study(direction="maximize",
                                 pruner=make_pruner(StudyConfig(pruner="reach-bar", epochs=EPOCHS)))
-    assert not any(run_trial(study, "onecycle", curve(99.0)) for _ in range(C.KEEP + 2))
+    assert not any(curve_trial(study, "onecycle", curve(99.0)) for _ in range(C.KEEP + 2))
 
 
 def test_the_replay_counts_what_reach_bar_saves(history):
     study = optuna.create_study(direction="maximize")
     finals = (99.0, 99.05, 99.1, 98.9, 98.8, 99.5)
     for final in finals:  # every one trained in full: the study has no pruner
-        run_trial(study, "onecycle", curve(final))
+        curve_trial(study, "onecycle", curve(final))
     kept = replay(study, "reach-bar", bar=99.4)
     assert kept["epochs_trained"] < kept["epochs_full"] and kept["best_kept"]
     assert replay(study, "reach-bar")["epochs_trained"] == replay(study, "median-by-schedule")["epochs_trained"]

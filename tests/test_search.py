@@ -23,7 +23,7 @@ from budgetnas.search.study.select import best_trial, pareto_front
 from budgetnas.search.study.storage import make_storage
 from budgetnas.search.study.workers import run
 from budgetnas.space import Arch, SpaceConfig, count_params, min_params, params_of
-from tests.conftest import SMALL, cfg, filled_sample, random_archs
+from tests.conftest import SMALL, cfg, curve_trial, filled_sample, random_archs
 
 # A small space so that tiny trials train in about a second on synthetic data.
 
@@ -106,19 +106,6 @@ def test_median_pruner_stops_a_hopeless_trial():
 
 ONE_CYCLE = [92.0, 96.5, 98.0, 98.5, 99.0, 99.3]  # low while the rate is high, best at the end
 CONSTANT = [98.5, 98.9, 99.0, 99.1, 99.1, 99.2]  # high early, flat
-
-
-def curve_trial(study, schedule: str, curve: list[float]):
-    """A trial on `schedule` that reports `curve` epoch by epoch; True if the pruner stopped it."""
-    study.enqueue_trial({"schedule": schedule})
-    t = study.ask({"schedule": optuna.distributions.CategoricalDistribution(["none", "onecycle"])})
-    for epoch, acc in enumerate(curve, 1):
-        t.report(acc, epoch)
-        if t.should_prune():
-            study.tell(t, state=TrialState.PRUNED)
-            return True
-    study.tell(t, curve[-1])
-    return False
 
 
 @pytest.mark.parametrize("pruner", ["median", "median-by-schedule"])
