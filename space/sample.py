@@ -356,13 +356,13 @@ def params_in(space: SpaceConfig, arch: Arch) -> dict:
             if len(choices) > 1:
                 raise BadInput(f"{name}={v!r} is not among the space's choices {list(choices)}.")
             params[name] = choices[0]
-    for name, d in _sampled(space, params, arch.recipe.epochs).distributions.items():
+    for name, d in _sampled(space, params, arch).distributions.items():
         v = params[name]
         if not _contains(d, v):  # a number: clamp into the range, snap to the step
             v = min(max(v, d.low), d.high)
             params[name] = type(v)(d.low + round((v - d.low) / d.step) * d.step) if d.step else v
     try:
-        _sampled(space, params, arch.recipe.epochs)
+        _sampled(space, params, arch)
     except ValueError:  # a stage's conv count moved: the widths of its new convs are missing
         raise BadInput("it cannot be moved into the space without changing its shape.") from None
     return params
@@ -371,22 +371,24 @@ def params_in(space: SpaceConfig, arch: Arch) -> dict:
 def fits(space: SpaceConfig, arch: Arch) -> bool:
     """Whether the space can sample `arch` exactly (every param inside its range or choices)."""
     try:
-        return _inside(space, params_of(arch), arch.recipe.epochs)
+        return _inside(space, params_of(arch), arch)
     except ValueError:  # not expressible, or a choice the space does not offer
         return False
 
 
-def _sampled(space: SpaceConfig, params: dict, epochs: int) -> optuna.trial.FixedTrial:
-    """The space sampled at `params`; ValueError if one it asks for is missing."""
+def _sampled(space: SpaceConfig, params: dict, like: Arch) -> optuna.trial.FixedTrial:
+    """The space sampled at `params` for the input and classes of `like` (a model for a 32x32 image
+    may be one that would shrink a 28x28 one to nothing); ValueError if a param it asks for is missing."""
     trial = optuna.trial.FixedTrial(params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FixedTrial warns on out-of-range values; callers check them
-        sample_arch(trial, space, epochs)
+        sample_arch(trial, space, like.recipe.epochs, image_size=like.image_size, in_channels=like.in_channels,
+                    classes=like.classes)
     return trial
 
 
-def _inside(space: SpaceConfig, params: dict, epochs: int) -> bool:
-    trial = _sampled(space, params, epochs)
+def _inside(space: SpaceConfig, params: dict, like: Arch) -> bool:
+    trial = _sampled(space, params, like)
     return all(_contains(d, trial.params[n]) for n, d in trial.distributions.items())
 
 

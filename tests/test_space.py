@@ -80,6 +80,17 @@ def test_params_in_moves_an_arch_into_a_narrower_space():
         params_in(SpaceConfig(convs=(4, 4)), exp3)
 
 
+def test_a_model_for_a_larger_image_moves_into_a_space_at_its_own_size():
+    """CI stop 40: a drill on 32x32 colour data filled an Explore pick whose unpadded convs a 32x32
+    image holds and a 28x28 one does not; moving it into Narrow's space must not read it at 28x28."""
+    convs = (Conv(8),) * 4 + (Pool(),) + (Conv(8),) * 3 + (Pool(),) + (Conv(8),)
+    colour = Arch(convs, image_size=(32, 32), in_channels=3, classes=12)
+    assert fits(SpaceConfig(), colour)
+    moved = sample_arch(optuna.trial.FixedTrial(params_in(SpaceConfig(), colour)), SpaceConfig(),
+                        image_size=(32, 32), in_channels=3, classes=12)
+    assert moved == colour
+
+
 def test_baseline_targets():
     counts = {b.name: count_params(b.arch) for b in baselines.all_baselines()}
     assert counts["exp1"] < 20_000 and counts["exp2"] < 10_000 and counts["exp4"] < 8_000
