@@ -224,7 +224,7 @@ class Arch:
             return cls.from_json(path.read_text())
         except OSError as e:
             raise BadInput(f"{path}: cannot read it ({e.strerror or e}).") from None
-        except (ValueError, TypeError, KeyError, AttributeError) as e:  # BadInput is a ValueError
+        except (BadInput, ValueError, TypeError, KeyError, AttributeError) as e:  # a field out of its domain; bad JSON
             raise BadInput(f"{path}: not an architecture JSON ({str(e).rstrip('.')}).") from None
 
     def with_recipe(self, **changes) -> Arch:

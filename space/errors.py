@@ -1,12 +1,13 @@
 """The one base class of bad input, at the bottom of the import graph so every layer can raise it.
 
 `budgetnas` prints a `BadInput` as one line and exits 2; anything else that escapes a command
-is a bug in budgetnas and is reported as one, with its traceback. A `BadInput` is a
-`ValueError`, so callers that catch ValueError keep working.
+is a bug in budgetnas and is reported as one, with its traceback. A `BadInput` is not a
+`ValueError`: a catch of ValueError (a parse, a library's refusal) never swallows one, and a
+catch of BadInput never hides a ValueError that is a bug.
 """
 
 
-class BadInput(ValueError):
+class BadInput(Exception):
     """A value, file, path or setting given to budgetnas that it cannot use; the message is one line
     that names the bad value and, where there is one, the fix."""
 

@@ -21,7 +21,7 @@ import optuna
 
 from .arch import HEADS, OPTIMIZERS, SCHEDULES, Arch, Conv, Pool, Recipe, size_text
 from .build import count_params
-from .errors import BadInput
+from .errors import BadInput, ShapeError
 
 IntRange = tuple[int, int]
 FloatRange = tuple[float, float]
@@ -372,7 +372,7 @@ def fits(space: SpaceConfig, arch: Arch) -> bool:
     """Whether the space can sample `arch` exactly (every param inside its range or choices)."""
     try:
         return _inside(space, params_of(arch), arch)
-    except ValueError:  # not expressible, or a choice the space does not offer
+    except (BadInput, ValueError):  # not expressible (params_of), or a param or choice FixedTrial refuses
         return False
 
 
@@ -421,7 +421,7 @@ def min_params(space: SpaceConfig, like: Arch = DEFAULT_INPUT, *,
         try:
             arch = replace(like, blocks=tuple(blocks), head="gap" if "gap" in space.head else "flatten",
                            bn=False not in space.bn, image_size=size)
-        except ValueError:  # this many stages shrinks the image to nothing
+        except ShapeError:  # this many stages shrinks the image to nothing
             continue
         counts.append(count_params(arch))
     if not counts:

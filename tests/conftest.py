@@ -19,6 +19,7 @@ import torch
 
 from budgetnas.search.study.config import StudyConfig
 from budgetnas.space import Arch, Conv, Pool, Recipe, SpaceConfig, sample_arch, scale_to_budget
+from budgetnas.space.errors import ShapeError
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -126,7 +127,7 @@ def random_archs(n: int, seed: int = 0, space: SpaceConfig = WIDE):
         trial = study.ask()
         try:
             out.append(sample_arch(trial, space))
-        except ValueError:  # image shrinks to nothing: the objective prunes these
+        except ShapeError:  # image shrinks to nothing: the objective prunes these
             pass
         study.tell(trial, 0.0)
     return out

@@ -11,6 +11,7 @@ import torch
 
 from budgetnas.search.cli import main
 from budgetnas.search.engine import data as D
+from budgetnas.space import BadInput
 from tests.conftest import assert_one_line_error, idx_bytes, write_idx_folder, write_image_folder, write_npz
 
 WRITERS = {"npz": lambda root, **kw: write_npz(root / "data.npz", **kw),
@@ -97,10 +98,10 @@ def test_baselines_adapt_to_the_datas_shape_or_are_left_out_with_a_line(tmp_path
     exp4 = fit_to(load_candidate("exp4"), rgb)
     assert exp4.make_model()(torch.zeros(2, 3, 32, 32)).shape == (2, 12)
     tiny = D.load(str(write_npz(tmp_path / "tiny.npz", size=(13, 13), channels=0)), val_size=0)
-    with pytest.raises(ValueError, match="baseline exp1 does not fit this data .* left out"):
+    with pytest.raises(BadInput, match="baseline exp1 does not fit this data .* left out"):
         fit_to(load_candidate("exp1"), tiny)
     (tmp_path / "m.py").write_text(render(exp4.arch, {}))  # a module for the RGB data refuses the grey data
-    with pytest.raises(ValueError, match=r"takes images \(3, 32, 32\) .* with 12 classes, but the data has \(1, 13, 13\)"):
+    with pytest.raises(BadInput, match=r"takes images \(3, 32, 32\) .* with 12 classes, but the data has \(1, 13, 13\)"):
         fit_to(load_candidate(str(tmp_path / "m.py")), tiny)
 
 

@@ -19,7 +19,6 @@ CASES = [
     (["baseline", "exp9"], "unknown baseline"),
     (["search", "--study", "x", "--dataset", "cifar", "--trials", "1"], "unknown dataset"),
     (["search", "--study", "x", "--budget", "0"], "budget must be a whole number in [1, "),
-    (["search", "--study", "x", "--budget", "50"], "smallest model in the space"),
     (["search", "--study", "x", "--storage", "redis://localhost/0"], "storage must be"),
     (["search", "--study", "x", "--storage", "postgresql://u:p@127.0.0.1:1/db", "--data-dir", "DATA",
       "--val-size", "200"],

@@ -6,6 +6,7 @@ import torch
 
 from budgetnas.search.engine import read
 from budgetnas.search.engine.data import DataError, load, resolve_root
+from budgetnas.space import BadInput
 from tests.conftest import idx_bytes, write_idx_dataset
 
 
@@ -38,7 +39,7 @@ def test_tail_split_holds_out_the_end_of_the_training_file(data_root):
     assert torch.equal(tail.val.images, images[-200:])  # the last 200, in file order
     assert torch.equal(tail.train.images, images[:-200])
     assert not torch.equal(tail.val.images, load("mnist", data_root, val_size=200).val.images)
-    with pytest.raises(ValueError, match="val_split must be one of"):
+    with pytest.raises(BadInput, match="val_split must be one of"):
         load("mnist", data_root, val_size=200, val_split="head")
 
 

@@ -114,7 +114,7 @@ def test_verify_counts_the_parameters_itself(tmp_path, data_root):
     path = tmp_path / "m.py"
     source = render(baselines.get("exp2").arch, {"Study": "t"})
     path.write_text(source.replace("PARAMS = 8936", "PARAMS = 4000"))
-    with pytest.raises(ValueError, match="says PARAMS = 4000, but its Net has 8936"):
+    with pytest.raises(BadInput, match="says PARAMS = 4000, but its Net has 8936"):
         load_candidate(str(path))
 
 

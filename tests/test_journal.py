@@ -45,12 +45,12 @@ def test_a_lock_left_by_a_killed_writer_is_broken(tmp_path, monkeypatch):
 @pytest.mark.parametrize("url", ["journal:j.journal", "sqlite:///s.db"])
 def test_a_resumed_study_does_not_propose_its_first_trials_again(tmp_path, url):
     from budgetnas.search.study.config import StudyConfig, open_study
-    from budgetnas.space import sample_arch
+    from budgetnas.space import ShapeError, sample_arch
 
     def sample(trial):
         try:
             sample_arch(trial, cfg.space)
-        except ValueError:  # a shape that vanishes: the params drawn so far are what we compare
+        except ShapeError:  # a shape that vanishes: the params drawn so far are what we compare
             pass
         return trial.params
 

@@ -23,7 +23,7 @@ from budgetnas.search.study.select import best_trial, pareto_front
 from budgetnas.search.study.storage import make_storage
 from budgetnas.search.study.workers import run
 from budgetnas.space import Arch, SpaceConfig, count_params, min_params, params_of
-from tests.conftest import SMALL, cfg, curve_trial, filled_sample, random_archs
+from tests.conftest import SMALL, cfg, curve_trial, filled_sample, random_archs, write_npz
 
 # A small space so that tiny trials train in about a second on synthetic data.
 
@@ -230,12 +230,23 @@ def test_same_seed_same_trials(data_root):
 
 @pytest.mark.parametrize("bad, match", [
     ({"budget": 0}, r"budget must be a whole number in \[1, "),
-    ({"budget": 100}, "smallest model"),
     ({"objective": "speed"}, "objective"),
 ])
 def test_bad_study_settings(bad, match):
     with pytest.raises(StudyError, match=match):
         StudyConfig(**bad)
+
+
+def test_the_smallest_model_is_counted_for_the_datas_input_and_classes(tmp_path):
+    """The budget's lower bound is the space's smallest model for this data, not for a 28x28 grey,
+    10-class stand-in: 12 classes of colour need more than MNIST's smallest, two grey classes less."""
+    colour = write_npz(tmp_path / "c.npz", n_train=400, n_test=50)  # 32x32, 3 channels, 12 classes
+    two = write_npz(tmp_path / "g.npz", size=(28, 28), channels=1, classes=2, n_train=400, n_test=50)
+    stand_in = min_params(SpaceConfig())
+    with pytest.raises(StudyError, match=r"smallest model the space holds for this data \(\d+ params for 32x32px "
+                                         r"images of 3 channel\(s\), 12 classes\)"):
+        StudyConfig(dataset=str(colour), budget=stand_in, val_size=50).with_data()
+    StudyConfig(dataset=str(two), budget=stand_in - 1, val_size=50).with_data()  # refused when 28x28 grey stood in
 
 
 @pytest.mark.parametrize("space", [SpaceConfig(), SpaceConfig(separable=(True, False), channels=(8, 16))])

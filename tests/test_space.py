@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from budgetnas import baselines
-from budgetnas.space import Arch, Conv, Pool, SpaceConfig, build, count_params, params_of, sample_arch
+from budgetnas.space import Arch, BadInput, Conv, Pool, SpaceConfig, build, count_params, params_of, sample_arch
 from budgetnas.space.sample import fits, params_in
 from tests.conftest import WIDE, random_archs
 
@@ -41,9 +41,9 @@ def test_separable_stage_is_depthwise_then_1x1():
     stage1 = arch.blocks[arch.blocks.index(Pool()) + 1 :]
     assert stage1[:3] == (Conv(10, k=1), Conv(10, groups=10), Conv(10, k=1))  # the 1x1 transition, then pairs
     assert count_params(arch) < count_params(baselines.get("exp4").arch)
-    with pytest.raises(ValueError, match="depthwise"):  # grouped, but not one group per channel
+    with pytest.raises(BadInput, match="depthwise"):  # grouped, but not one group per channel
         params_of(Arch(blocks=(Conv(8), Pool(), Conv(8, groups=2), Conv(8, k=1))))
-    with pytest.raises(ValueError, match="3x3 convs"):  # the first stage is never separable
+    with pytest.raises(BadInput, match="3x3 convs"):  # the first stage is never separable
         params_of(Arch(blocks=(Conv(8), Conv(8, groups=8), Conv(8, k=1), Pool(), Conv(8))))
 
 
@@ -71,12 +71,12 @@ def test_params_in_moves_an_arch_into_a_narrower_space():
     assert [b.out for b in moved.blocks if isinstance(b, Conv)] == [12, 12, 16, 12, 12, 16, 16]  # 10 -> 12
     assert (moved.dropout, moved.recipe.lr, moved.recipe.schedule) == (0.0, 0.05, "onecycle")
     assert moved.recipe.rotate == exp3.recipe.rotate  # inside the space already: kept
-    with pytest.raises(ValueError, match="optimizer='sgd' is not among"):
+    with pytest.raises(BadInput, match="optimizer='sgd' is not among"):
         params_in(SpaceConfig(optimizer=("adam", "adamw")), exp3)
     averaged = SpaceConfig(ema=(0.998,))  # a space that fixes a recipe knob moves the arch's value to it
     assert sample_arch(optuna.trial.FixedTrial(params_in(averaged, exp3)), averaged).recipe.ema == 0.998
     assert fits(SpaceConfig(ema=(0.0, 0.998)), exp3.with_recipe(ema=0.998)) and not fits(averaged, exp3)
-    with pytest.raises(ValueError, match="without changing its shape"):
+    with pytest.raises(BadInput, match="without changing its shape"):
         params_in(SpaceConfig(convs=(4, 4)), exp3)
 
 
@@ -101,25 +101,25 @@ def test_baseline_targets():
 
 
 def test_unknown_baseline_lists_known():
-    with pytest.raises(ValueError, match="known: exp1, exp2, exp3, exp4"):
+    with pytest.raises(BadInput, match="known: exp1, exp2, exp3, exp4"):
         baselines.get("exp9")
 
 
 def test_vanishing_image_is_rejected():
-    with pytest.raises(ValueError, match="nothing"):
+    with pytest.raises(BadInput, match="nothing"):
         Arch(blocks=(Conv(4),) * 14)
 
 
 def test_unrepresentable_arch_is_rejected():
-    with pytest.raises(ValueError, match="padded"):
+    with pytest.raises(BadInput, match="padded"):
         params_of(Arch(blocks=(Conv(8, pad=1), Conv(8), Pool(), Conv(8))))
 
 
 def test_space_config_rejects_unknown_and_mistyped():
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(BadInput, match="unknown"):
         SpaceConfig.from_dict({"chanels": [4, 8]})
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(BadInput, match="channels"):
         SpaceConfig.from_dict({"channels": ["a", "b"]})
-    with pytest.raises(ValueError, match="low <= high"):
+    with pytest.raises(BadInput, match="low <= high"):
         SpaceConfig.from_dict({"channels": [16, 4]})
     assert SpaceConfig.from_dict({"dropout": [0, 0.1], "bn": [True]}).bn == (True,)

@@ -12,7 +12,7 @@ import pytest
 
 from budgetnas import baselines
 from budgetnas.space import Arch, Conv, Pool, Recipe, SpaceConfig, count_params, min_params, params_of, sample_arch
-from budgetnas.space.errors import BadInput
+from budgetnas.space.errors import BadInput, ShapeError
 
 ROOT = Path(__file__).resolve().parent.parent
 VALID = Arch(blocks=(Conv(8), Pool(), Conv(8, k=1), Conv(12, pad=1)), image_size=(28, 28), in_channels=1,
@@ -169,7 +169,7 @@ def draws(size, channels, budget, n=50, seed=0, space=DEFAULT):
         try:
             arch = sample_arch(trial, space, image_size=size, budget=budget, in_channels=channels, classes=10)
             out.append((trial, replace(arch, image_size=size, in_channels=channels, classes=10)))
-        except ValueError as e:  # a shape the image cannot hold
+        except ShapeError as e:  # a shape the image cannot hold
             out.append((trial, e))
         study.tell(trial, 0.0)
     return out
@@ -203,7 +203,7 @@ def test_fitted_and_plain_draws_share_one_study():
               {"image_size": (12, 20)}][i % 4]
         try:
             sample_arch(trial, SpaceConfig(separable=(True, False)), **kw)
-        except ValueError:
+        except ShapeError:  # the plain space on an image too small for it
             pass
         study.tell(trial, 0.0)
     assert len(study.trials) == 60

@@ -6,7 +6,7 @@ import torch
 from budgetnas.search.engine.data import load
 from budgetnas.search.engine.loop import Diverged, augment, ema_decay, ema_split, ema_update
 from budgetnas.search.engine.train import Engine, bf16_pays, compile_pays, train
-from budgetnas.space import build
+from budgetnas.space import BadInput, build
 from tests.conftest import TINY
 
 
@@ -94,9 +94,9 @@ def test_engine_resolves_precision_and_compile():
     assert Engine("cpu", "fp32", "on").resolve(10)[2]
     assert Engine("cpu", "bf16").pinned().precision == "bf16"
     assert Engine("cpu", "auto").pinned().precision in ("bf16", "fp32")
-    with pytest.raises(ValueError, match="precision must be"):
+    with pytest.raises(BadInput, match="precision must be"):
         Engine(precision="fp16")
-    with pytest.raises(ValueError, match="compile must be"):
+    with pytest.raises(BadInput, match="compile must be"):
         Engine(compile="yes")
 
 

@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...space import SpaceConfig, min_params
 from ..engine.results import studies_root
 from ..study.config import ADDED_SINCE, MAX_SECONDS, RunConfig, StudyConfig, StudyError, whole
 
@@ -28,9 +27,6 @@ class DrillConfig(RunConfig):
         if not (isinstance(self.hours, (int, float)) and 0 < self.hours <= MAX_SECONDS / 3600):
             raise StudyError(f"hours must be a number in (0, {MAX_SECONDS / 3600:.0f}], but got {self.hours}.")
         whole(self, seeds=1, workers=1)
-        smallest = min_params(SpaceConfig())
-        if self.budget < smallest:
-            raise StudyError(f"budget {self.budget} is below the smallest model in the default space ({smallest} params).")
 
     @property
     def folder(self) -> Path:

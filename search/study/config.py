@@ -27,8 +27,9 @@ except ModuleNotFoundError:  # Python 3.10
 
 from ... import baselines
 from ...space import Arch, SpaceConfig, min_params, params_of
+from ...space.arch import size_text
 from ...space.errors import BadInput
-from ...space.sample import fits, params_in
+from ...space.sample import DEFAULT_INPUT, fits, params_in
 from ..engine.data import VAL_SPLITS, Data
 from ..engine.seeds import DataSpec
 from . import curves
@@ -98,7 +99,18 @@ class RunConfig:
         holds the validation size and subset asked for), with the validation size the data was split
         with: a default one becomes the number chosen, so a resumed study compares numbers."""
         data = self.data.load()
+        like = replace(DEFAULT_INPUT, in_channels=data.channels, classes=data.classes)
+        smallest = min_params(self.search_space, like, image_size=data.image_size)
+        if self.budget < smallest:  # every sample would be over it
+            raise StudyError(f"budget {self.budget} is below the smallest model the space holds for this data "
+                             f"({smallest} params for {size_text(data.image_size)} images of {data.channels} channel(s), "
+                             f"{data.classes} classes).")
         return replace(self, val_size=len(data.val)), data
+
+    @property
+    def search_space(self) -> SpaceConfig:
+        """The space the first trials are drawn from (a drill's Explore: the default one)."""
+        return SpaceConfig()
 
 
 MOST = {"seed": 2**32 - 1, "heartbeat": 86_400, "workers": 1024}  # an RNG's seed range; a day; processes
@@ -137,11 +149,12 @@ class StudyConfig(RunConfig):
             raise StudyError(f"objective must be one of {OBJECTIVES}, but got {self.objective!r}.")
         if self.pruner not in PRUNERS:
             raise StudyError(f"pruner must be one of {PRUNERS}, but got {self.pruner!r}.")
-        smallest = min_params(self.space)
-        if self.budget < smallest:
-            raise StudyError(f"budget {self.budget} is below the smallest model in the space ({smallest} params).")
         warm_params(self)  # each warm_from file reads and fits the space, before any study exists
 
+
+    @property
+    def search_space(self) -> SpaceConfig:
+        return self.space
 
     def fingerprint(self) -> dict:
         """What must not change when a study is resumed."""
