@@ -15,7 +15,7 @@ from ..space.errors import BadInput
 from .drill.config import DrillConfig
 from .engine.results import studies_root
 from .flags import add_fields, given
-from .study.config import PRUNERS, StudyConfig
+from .study.config import PRUNERS, StudyConfig, check_bar
 
 EXIT_USAGE = 2  # bad input: a path, a file, a value; one line on stderr
 EXIT_BUG = 70  # an internal error (BSD's EX_SOFTWARE): a bug in budgetnas, reported with its traceback
@@ -50,17 +50,13 @@ def port_number(text: str) -> int:
     return n
 
 
-def within(low: float, high: float):
-    """An argparse type: a finite number in [low, high]."""
-    def number(text: str) -> float:
-        try:
-            x = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number in [{low:g}, {high:g}], but got {text!r}") from None
-        if not low <= x <= high:  # NaN fails too
-            raise argparse.ArgumentTypeError(f"must be a number in [{low:g}, {high:g}], but got {text}")
-        return x
-    return number
+def bar_percent(text: str) -> float:
+    """An argparse type: a bar, as RunConfig checks it (study/config.py `check_bar`)."""
+    try:
+        return check_bar(float(text))
+    except (ValueError, BadInput) as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("bar ").rstrip(".") if isinstance(e, BadInput)
+                                         else f"is a test accuracy in percent, but got {text!r}") from None
 
 
 def writable(path: str | Path | None) -> Path | None:
@@ -483,7 +479,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("target", help="an exported .py module, an Arch .json, or a baseline by name (exp1..exp4)")
     v.add_argument("--seeds", type=at_least(1), default=3, help="number of seeds, 0..N-1 (default: 3)")
     v.add_argument("--epochs", type=at_least(1), default=None, help="override the recipe's epochs (<= 15 for the course)")
-    v.add_argument("--bar", type=within(0, 100), default=None,
+    v.add_argument("--bar", type=bar_percent, default=None,
                    help="test accuracy (%%) each of the last 3 epochs of every seed must reach; default: the named "
                         "dataset's (mnist: the course's 99.40), else none (no verdict)")
     v.add_argument("--json", default=None, help="write per-seed results and the verdict here")
@@ -574,7 +570,7 @@ def parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("pruners", help="replay a study's fully trained trials through each pruner")
     add_study_args(pr)
-    pr.add_argument("--bar", type=within(0, 100), default=None,
+    pr.add_argument("--bar", type=bar_percent, default=None,
                     help="the accuracy reach-bar judges by (default: none, and reach-bar is median-by-schedule)")
     pr.set_defaults(func=cmd_pruners)
 

@@ -85,6 +85,8 @@ SEEN_IN_CONTEXT = [
     (["drill", *BASES["drill"], "--dataset", "missing.npz"], "no such file or folder"),
     (["drill", *BASES["drill"], "--hours", "1e9"], "hours must be"),
     (["drill", *BASES["drill"], "--bar", "101"], "bar is a test accuracy"),
+    (["verify", *BASES["verify"], "--bar", "0"], "a test accuracy in percent, in (0, 100]"),  # one domain, as the settings'
+    (["pruners", *BASES["pruners"], "--bar", "0"], "a test accuracy in percent, in (0, 100]"),
     (["drill", *BASES["drill"], "--device", "tpu"], "device must be"),
     (["drill", *BASES["drill"], "--name", "a/b"], "no '/'"),
     (["verify", "missing.py"], "no such file"),

@@ -81,8 +81,8 @@ class RunConfig:
         whole(self, budget=1, val_size=1, epochs=1, seed=0, subset=1)
         if self.val_split not in VAL_SPLITS:
             raise StudyError(f"val_split must be one of {VAL_SPLITS}, but got {self.val_split!r}.")
-        if self.bar is not None and not (isinstance(self.bar, (int, float)) and 0 < self.bar <= 100):
-            raise StudyError(f"bar is a test accuracy in percent, in (0, 100], but got {self.bar}.")
+        if self.bar is not None:
+            check_bar(self.bar)
         check_storage_url(self.storage_url)
 
     @property
@@ -111,6 +111,13 @@ class RunConfig:
     def search_space(self) -> SpaceConfig:
         """The space the first trials are drawn from (a drill's Explore: the default one)."""
         return SpaceConfig()
+
+
+def check_bar(bar) -> float:
+    """A bar (a setting, or `verify --bar`/`pruners --bar`): a test accuracy in percent, in (0, 100]."""
+    if not (isinstance(bar, (int, float)) and not isinstance(bar, bool) and 0 < bar <= 100):
+        raise StudyError(f"bar is a test accuracy in percent, in (0, 100], but got {bar}.")
+    return bar
 
 
 MOST = {"seed": 2**32 - 1, "heartbeat": 86_400, "workers": 1024}  # an RNG's seed range; a day; processes
