@@ -14,6 +14,5 @@ from .warm import shrunk_baselines, verified_priors, write_archs
 def explore(drill) -> None:
     p = drill.plan
     cfg = drill.cfg.stage("explore", epochs=p.explore_epochs, subset=p.explore_images, space=SpaceConfig())
-    data = cfg.data.load()
-    warm = write_archs(drill.cfg.folder, {**shrunk_baselines(drill.cfg, data), **verified_priors(drill.cfg, data)})
+    warm = write_archs(drill.cfg.folder, {**shrunk_baselines(drill.cfg, drill.data), **verified_priors(drill.cfg, drill.data)})
     run_stage(drill, replace(cfg, warm_from=warm), 0.0, p.explore_end, training_s=p.explore_training_s)

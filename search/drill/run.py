@@ -44,7 +44,7 @@ class Drill:
 
     def __init__(self, cfg: DrillConfig, engine: Engine = Engine(), log=print):
         cfg, data = cfg.with_data()  # checked against the data before a folder or a journal is made
-        self.cfg, self.engine, self.log = cfg, engine, log
+        self.cfg, self.data, self.engine, self.log = cfg, data, engine, log  # data: read once, validation held out
         log(f"data: {cfg.dataset}, {len(data.train):,} training and {len(data.val):,} validation images")
         # a new drill is planned before its folder and journal exist: hours too short are refused having written nothing
         first = None if cfg.folder.exists() else self.timed_plan(spent=0.0)
@@ -103,8 +103,7 @@ class Drill:
     def timed_plan(self, spent: float) -> tuple[Plan, float]:
         """The first plan, from timed trainings, and the drill's seconds once they are done (`spent`
         before them); StudyError where the hours cannot hold the least a drill takes (`least_s`)."""
-        c, t0 = self.cfg, time.monotonic()
-        data = c.stage("explore").data.load()  # validation held out; no test split read
+        c, data, t0 = self.cfg, self.data, time.monotonic()
         p = timed_plan(c, data, list(shrunk_baselines(c, data).values()), self.engine)
         spent += time.monotonic() - t0
         if spent + least_s(p) > c.seconds:  # the stages' minimums would overrun the hours, whatever the plan
