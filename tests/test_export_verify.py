@@ -130,7 +130,7 @@ def test_the_module_trains_exactly_as_verify_reports(tmp_path, data_root, change
     subprocess.run([sys.executable, str(path), "--data", raw, "--seed", "1", "--device", "cpu",
                     "--history", str(tmp_path / "module.json")], cwd=tmp_path, env=env, check=True, capture_output=True)
     main(["verify", str(path), "--seeds", "2", "--data-dir", str(data_root), "--threads", "1", "--device", "cpu",
-          "--json", str(tmp_path / "verify.json"), "--bar", "0"])
+          "--json", str(tmp_path / "verify.json"), "--bar", "1"])
     ours = json.loads((tmp_path / "verify.json").read_text())["runs"][1]["history"]
     theirs = json.loads((tmp_path / "module.json").read_text())
     keys = ("epoch", "train_loss", "train_acc", "test_acc", "lr")

@@ -1,6 +1,7 @@
 import shutil
 from pathlib import Path
 
+import optuna
 import pytest
 
 from budgetnas import baselines
@@ -121,3 +122,26 @@ def test_a_committed_drill_notebook_is_rebuilt_from_the_repository_alone(folder,
     shutil.copytree(folder, tmp_path / "studies" / folder.name, ignore=shutil.ignore_patterns("REPORT.md", "*.png"))
     main(["report", "--study", folder.name])
     assert (tmp_path / "studies" / folder.name / "REPORT.md").read_text() == (folder / "REPORT.md").read_text()
+
+
+def test_a_picked_warm_start_is_traced_to_what_explore_tried_it_as():
+    """mnist-drill-7k-8 picked explore-trial9-filled, and Explore's trial 9 was itself a warm start
+    (mnist-tail's verified pick): the notebook says both, and a sampled origin as sampled."""
+    from budgetnas.search.report.notebook import pick_origin
+
+    def study(*attrs):
+        s = optuna.create_study(direction="maximize")
+        for a in attrs:
+            s.add_trial(optuna.trial.create_trial(value=99.0, user_attrs=a))
+        return s
+
+    explore = study({"warm_from": "s/d/warm-mnist-tail-prior.json"}, {}, {"baseline": "exp4"})
+    narrow = study(*({"warm_from": f"s/d/explore-trial{n}-filled.json"} for n in range(3)), {},
+                   {"warm_from": "s/d/explore-trial1.json"})  # an older drill's plain warm start
+    said = [pick_origin(narrow, explore, n) for n in range(5)]
+    assert said[0] == ("The pick is a warm start used as given (explore-trial0-filled: Explore's trial 0, itself a warm "
+                       "start, mnist-tail's verified pick, scaled to the budget, filled to the budget).")
+    assert "explore-trial1-filled: Explore's trial 1, sampled by Explore's search, filled" in said[1]
+    assert "itself a warm start, exp4 (baseline)" in said[2]
+    assert said[3] == "The pick was sampled by the search in Narrow, not a warm start."
+    assert said[4] == "The pick is a warm start used as given (explore-trial1: Explore's trial 1, sampled by Explore's search)."

@@ -7,6 +7,7 @@ attributes) and from studies/NAME/verify.json; `budgetnas report --study NAME` r
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -184,7 +185,7 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
             lines += [(f"**Analysis.** The race ended because {why}. The pick, recorded on the drill before the test "
                        f"split was read: trial {choice.trial}, {choice.params:,} params, statistic "
                        f"{choice.statistic:.2f}% over {len(choice.scores)} seeds: "
-                       f"{describe(Arch.from_dict(choice.arch))}. " + pick_origin(narrow, choice.trial)), ""]
+                       f"{describe(Arch.from_dict(choice.arch))}. " + pick_origin(narrow, explore, choice.trial)), ""]
     if verify:
         v, runs = verify["verdict"], verify["runs"]
         engine = verify.get("engine", {})
@@ -223,28 +224,41 @@ UNTRAINED = {"budget": "over the budget, not trained", "shape": "the image canno
              "bar": "stopped early, could not reach the bar", "diverged": "diverged"}
 
 
+def warm_origin(t: optuna.trial.FrozenTrial) -> str | None:
+    """Where an Explore warm start came from (None: the trial was sampled)."""
+    if "baseline" in t.user_attrs:
+        return f"{t.user_attrs['baseline']} (baseline)"
+    if "warm_from" not in t.user_attrs:
+        return None
+    stem = Path(t.user_attrs["warm_from"]).stem.removeprefix("warm-")
+    if stem.endswith(PRIOR):
+        return f"{stem.removesuffix(PRIOR)}'s verified pick, scaled to the budget"
+    return stem
+
+
 def warm_starts_line(explore: optuna.Study) -> str:
     """Explore's warm starts, where each came from, and how each scored."""
-    def origin(t) -> str:
-        if "baseline" in t.user_attrs:
-            return f"{t.user_attrs['baseline']} (baseline)"
-        stem = Path(t.user_attrs["warm_from"]).stem.removeprefix("warm-")
-        if stem.endswith(PRIOR):
-            return f"{stem.removesuffix(PRIOR)}'s verified pick, scaled to the budget"
-        return stem
-    warm = [t for t in explore.get_trials(deepcopy=False) if {"baseline", "warm_from"} & set(t.user_attrs)]
+    warm = [t for t in explore.get_trials(deepcopy=False) if warm_origin(t)]
     return ("Warm starts, tried first: " + "; ".join(
-        f"{origin(t)}: " + (f"{val_acc(t):.2f}%" if t.state == optuna.trial.TrialState.COMPLETE
+        f"{warm_origin(t)}: " + (f"{val_acc(t):.2f}%" if t.state == optuna.trial.TrialState.COMPLETE
                             else UNTRAINED.get(t.user_attrs.get("pruned_by"), t.state.name.lower())) for t in warm) + "."
             if warm else "No warm starts.")
 
 
-def pick_origin(narrow: optuna.Study, trial: int) -> str:
-    """Whether the pick is a warm start as given or a model the search sampled."""
+def pick_origin(narrow: optuna.Study, explore: optuna.Study | None, trial: int) -> str:
+    """Whether the pick is a warm start as given or a model the search sampled; a filled Explore
+    trial is traced to what Explore tried it as (a sampled model, a baseline, a verified prior)."""
     t = narrow.trials[trial]
-    if "warm_from" in t.user_attrs:
-        return f"The pick is a warm start used as given ({Path(t.user_attrs['warm_from']).stem})."
-    return "The pick was sampled by the search in Narrow, not a warm start."
+    if "warm_from" not in t.user_attrs:
+        return "The pick was sampled by the search in Narrow, not a warm start."
+    stem = Path(t.user_attrs["warm_from"]).stem
+    source = re.fullmatch(rf"explore-trial(\d+)({FILLED})?", stem)
+    if source and explore is not None:
+        first = explore.trials[int(source.group(1))]
+        stem += (f": Explore's trial {first.number}, " + (f"itself a warm start, {warm_origin(first)}" if warm_origin(first)
+                                                          else "sampled by Explore's search")
+                 + (", filled to the budget" if source.group(2) else ""))
+    return f"The pick is a warm start used as given ({stem})."
 
 
 def warm_words(warm: list[str]) -> str:
