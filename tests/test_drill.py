@@ -501,11 +501,12 @@ def test_bad_drill_input_is_one_line_exit_2_and_writes_nothing(argv, tmp_path, c
 
 def test_every_verified_model_of_the_project_is_a_warm_start_scaled_to_the_budget(tmp_path, monkeypatch):
     """A prior that travels: a passing verify's best.json from any study (another dataset, another
-    budget) is adapted to this data and scaled to this budget; a failed one is not a prior."""
+    budget) is adapted to this data and scaled to this budget; a failed one is not a prior, and one
+    verified twice (a drill that picked it as a prior) is one prior."""
     from budgetnas.search.drill.warm import verified_priors
 
     monkeypatch.chdir(tmp_path)
-    for name, passed in (("big-pass", True), ("big-fail", False)):
+    for name, passed in (("big-pass", True), ("big-fail", False), ("picked-it-again", True)):
         folder = tmp_path / "studies" / name
         folder.mkdir(parents=True)
         (folder / "best.json").write_text(baselines.get("exp4").arch.to_json())  # 28x28 grey, 7,570 params

@@ -47,7 +47,8 @@ def verified_priors(cfg: DrillConfig, data: D.Data) -> dict[str, Arch]:
     """Every model this project verified with a PASS, whatever its dataset and budget
     (studies/NAME/best.json beside a verify*.json whose verdict passed), given this data's input
     and head and scaled to this budget, wider or narrower: a new drill starts from what passed
-    before, a drill at a smaller budget from the larger drills' picks."""
+    before, a drill at a smaller budget from the larger drills' picks. A model verified twice (a drill
+    that picked a prior) is one prior, under its first folder's name."""
     out = {}
     for arch_json in sorted(studies_root().glob("*/best.json")):
         if arch_json.parent.name == cfg.name or not any(passed(v) for v in arch_json.parent.glob("verify*.json")):
@@ -58,7 +59,7 @@ def verified_priors(cfg: DrillConfig, data: D.Data) -> dict[str, Arch]:
                 params_in(SpaceConfig(), arch)  # Explore's space can start from it
         except (BadInput, ShapeError):  # a model this image or this space cannot hold: not a prior here
             continue
-        if arch is not None:
+        if arch is not None and arch not in out.values():
             out[f"warm-{arch_json.parent.name}{PRIOR}"] = arch
     return out
 
