@@ -8,6 +8,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -519,3 +520,16 @@ def test_every_verified_model_of_the_project_is_a_warm_start_scaled_to_the_budge
     assert list(priors) == ["warm-big-pass-prior"]
     arch = priors["warm-big-pass-prior"]
     assert (arch.in_channels, arch.image_size, arch.classes) == (3, (32, 32), 5) and 3000 < count_params(arch) <= 4000
+
+
+def test_the_progress_line_counts_full_training_equivalents(capsys):
+    """Explore's trainings are short (few epochs on a subset): its rate is in full trainings, not its own."""
+    from budgetnas.search.drill.stage import StageProgress
+
+    study = optuna.create_study(direction="maximize")
+    hour_ago = time.time() - 3600
+    for _ in range(4):  # four trainings of 3 epochs, each epoch a tenth of a full one's images (15 full epochs)
+        study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={"history": [{}] * 3}))  # started now
+    progress = StageProgress("d/explore", 60, 0.1 / 15, hour_ago, hour_ago + 7200, hour_ago + 7200, 2.0)
+    progress(study, study.trials[-1])
+    assert "4 trained of ~60 planned, 0.1 full trainings/h" in capsys.readouterr().out  # 12 epochs x 0.1 / 15 = 0.08

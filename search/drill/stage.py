@@ -19,6 +19,7 @@ class StageProgress:
 
     stage: str
     planned: int
+    epoch_share: float  # one of this stage's epochs as a share of a full training (Explore's are of fewer images)
     started: float  # time.time() at which this invocation of the stage began
     stage_deadline: float  # time.time() at which the stage stops starting trials
     drill_deadline: float  # time.time() at which the drill's hours are spent
@@ -32,8 +33,7 @@ class StageProgress:
         now = time.time()
         epochs = sum(len(t.user_attrs.get("history", ())) for t in trials if t.datetime_start
                      and t.datetime_start.timestamp() >= self.started)
-        full = max(1, study.user_attrs.get("config", {}).get("epochs", 1))
-        rate = epochs / full / max(1e-9, (now - self.started) / 3600)  # full-training equivalents an hour
+        rate = epochs * self.epoch_share / max(1e-9, (now - self.started) / 3600)  # full-training equivalents an hour
         print(f"[{self.stage}] {trained} trained of ~{self.planned} planned, {rate:.1f} full trainings/h; stage "
               f"{max(0, self.stage_deadline - now) / 60:.1f} min left, drill {max(0, self.drill_deadline - now) / 60:.1f} "
               f"min left of {self.hours:g} h", flush=True)
@@ -48,8 +48,10 @@ def run_stage(drill, cfg: StudyConfig, start: float, end: float, training_s: flo
     c = drill.cfg
     left = end - training_s - drill.clock.now()
     planned = max(1, round((end - start) * c.n_workers / max(1e-9, training_s)))
+    full_images = len(drill.data.train)
+    epoch_share = min(cfg.subset or full_images, full_images) / full_images / c.epochs
     for attempt in range(11):
-        progress = StageProgress(cfg.name, planned, time.time(), time.time() + max(0.0, left),
+        progress = StageProgress(cfg.name, planned, epoch_share, time.time(), time.time() + max(0.0, left),
                                  time.time() + c.seconds - drill.clock.now(), c.hours)
         if left > 0 or attempt > 0:
             study = run_workers(replace(cfg, timeout=left if left > 0 else None), c.workers, drill.engine, (progress,))
