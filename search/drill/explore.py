@@ -15,4 +15,4 @@ def explore(drill) -> None:
     p = drill.plan
     cfg = drill.cfg.stage("explore", epochs=p.explore_epochs, subset=p.explore_images, space=SpaceConfig())
     warm = write_archs(drill.cfg.folder, {**shrunk_baselines(drill.cfg, drill.data), **verified_priors(drill.cfg, drill.data)})
-    run_stage(drill, replace(cfg, warm_from=warm), 0.0, p.explore_end, training_s=p.explore_training_s)
+    run_stage(drill, replace(cfg, warm_from=warm), *p.window("explore"))

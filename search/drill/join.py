@@ -47,8 +47,7 @@ def time_left(drill: optuna.Study, stage: str) -> float:
     p = state.read(drill, "plan")
     if p is None:
         return 0.0
-    end, training = ((p.explore_end, p.explore_training_s) if stage == "explore"
-                     else (p.narrow_end, p.measured.get("narrow", p.full_training_s)))
+    _, end, training = p.window(stage)  # as the leader's workers plan it (stage.py run_stage)
     return end - training - drill.user_attrs.get("spent", 0.0)
 
 

@@ -27,7 +27,7 @@ def narrow(drill) -> None:
     # every sample filled to the budget: a deeper model is compared at the budget, not pruned over it
     # (mnist-drill-7k-5's four 4-conv samples were all over it) nor left short of it
     cfg = c.stage("narrow", warm_start=True, fill=True, warm_from=tuple(got.warm), space=SpaceConfig.from_dict(got.space))
-    run_stage(drill, cfg, p.explore_end, p.narrow_end, training_s=p.measured.get("narrow", p.full_training_s))
+    run_stage(drill, cfg, *p.window("narrow"))
 
 
 def derive(drill, explore) -> Derived:

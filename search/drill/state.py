@@ -31,6 +31,12 @@ class Plan:
     verify_planned_s: float | None = None  # the first plan's Verify reserve, before re-plans scaled it
     measured: dict[str, float] = field(default_factory=dict)  # stage -> a full training as measured when it started
 
+    def window(self, stage: str) -> tuple[float, float, float]:
+        """(start, end, one training's seconds) of a trial stage on the drill's clock, as its workers plan it."""
+        if stage == "explore":
+            return 0.0, self.explore_end, self.explore_training_s
+        return self.explore_end, self.narrow_end, self.measured.get("narrow", self.full_training_s)
+
 
 @dataclass
 class Derived:
