@@ -53,10 +53,13 @@ def port_number(text: str) -> int:
 def bar_percent(text: str) -> float:
     """An argparse type: a bar, as RunConfig checks it (study/config.py `check_bar`)."""
     try:
-        return check_bar(float(text))
-    except (ValueError, BadInput) as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("bar ").rstrip(".") if isinstance(e, BadInput)
-                                         else f"is a test accuracy in percent, but got {text!r}") from None
+        bar = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"is a test accuracy in percent, but got {text!r}") from None
+    try:
+        return check_bar(bar)
+    except BadInput as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("bar ").rstrip(".")) from None
 
 
 def writable(path: str | Path | None) -> Path | None:

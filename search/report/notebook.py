@@ -238,10 +238,10 @@ def warm_origin(t: optuna.trial.FrozenTrial) -> str | None:
 
 def warm_starts_line(explore: optuna.Study) -> str:
     """Explore's warm starts, where each came from, and how each scored."""
-    warm = [t for t in explore.get_trials(deepcopy=False) if warm_origin(t)]
+    warm = [(t, origin) for t in explore.get_trials(deepcopy=False) if (origin := warm_origin(t))]
     return ("Warm starts, tried first: " + "; ".join(
-        f"{warm_origin(t)}: " + (f"{val_acc(t):.2f}%" if t.state == optuna.trial.TrialState.COMPLETE
-                            else UNTRAINED.get(t.user_attrs.get("pruned_by"), t.state.name.lower())) for t in warm) + "."
+        f"{origin}: " + (f"{val_acc(t):.2f}%" if t.state == optuna.trial.TrialState.COMPLETE
+                            else UNTRAINED.get(t.user_attrs.get("pruned_by"), t.state.name.lower())) for t, origin in warm) + "."
             if warm else "No warm starts.")
 
 
@@ -255,8 +255,8 @@ def pick_origin(narrow: optuna.Study, explore: optuna.Study | None, trial: int) 
     source = re.fullmatch(rf"explore-trial(\d+)({FILLED})?", stem)
     if source and explore is not None:
         first = explore.trials[int(source.group(1))]
-        stem += (f": Explore's trial {first.number}, " + (f"itself a warm start, {warm_origin(first)}" if warm_origin(first)
-                                                          else "sampled by Explore's search")
+        origin = warm_origin(first)
+        stem += (f": Explore's trial {first.number}, " + (f"itself a warm start, {origin}" if origin else "sampled by Explore's search")
                  + (", filled to the budget" if source.group(2) else ""))
     return f"The pick is a warm start used as given ({stem})."
 
