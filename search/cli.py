@@ -96,21 +96,24 @@ def add_data_args(p: argparse.ArgumentParser, dataset: bool = True, data_dir: bo
 
 def add_engine_args(p: argparse.ArgumentParser, certify: bool) -> None:
     """A search only ranks models on validation, so it trains the fast way (bf16 where native,
-    compiled). Verification and baselines certify test numbers: by default they train exactly
-    as the exported module's own train() does (fp32, eager), which reproduces stored runs seed
-    for seed; bf16 and compilation change the trajectory (README, Performance)."""
-    precision, compile_ = ("fp32", "off") if certify else ("auto", "auto")
+    channels last on a CPU). Verification and baselines certify test numbers: by default they
+    train exactly as the exported module's own train() does (fp32, eager, NCHW), which
+    reproduces stored runs seed for seed; the other settings change the trajectory
+    (docs/performance.md)."""
+    precision, layout = ("fp32", "off") if certify else ("auto", "auto")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
     p.add_argument("--precision", default=precision, choices=("auto", "fp32", "bf16"),
                    help=f"bf16 autocast for convolutions; auto: where it pays, a CPU with native bf16 (default: {precision})")
-    p.add_argument("--compile", default=compile_, choices=("auto", "on", "off"),
-                   help=f"torch.compile the model; auto: on a CPU, for runs long enough to repay it (default: {compile_})")
+    p.add_argument("--channels-last", default=layout, choices=("auto", "on", "off"),
+                   help=f"NHWC weights and batches; auto: on a CPU, where it pays (default: {layout})")
+    p.add_argument("--compile", default="off", choices=("auto", "on", "off"),
+                   help="torch.compile the model; auto: off, slower on every model measured (default: off)")
 
 
 def engine_of(args):
     from .engine.train import Engine
 
-    return Engine(args.device, args.precision, args.compile).pinned()
+    return Engine(args.device, args.precision, args.compile, args.channels_last).pinned()
 
 
 def add_study_args(p: argparse.ArgumentParser) -> None:
@@ -407,6 +410,8 @@ def cmd_bench(args) -> None:
         raise UserError("bench measures one --arch; several only with --trainings.")
     if args.engines and not args.trainings:
         raise UserError("--engines chooses what --trainings measures; add --trainings.")
+    if args.engines and set(args.engines) == {"old"}:
+        raise UserError("--engines old is measured beside a stage engine: add search, compiled or verify.")
     if args.trainings and (args.workers or args.device not in ("auto", "cpu")):
         raise UserError("bench --trainings measures CPU workers as the drill runs them; leave out --workers and --device.")
     engine_device = str(resolve_device(args.device))  # a bad --device before any measurement
@@ -429,7 +434,7 @@ def cmd_bench(args) -> None:
               f"training: {sizes['train']:,} images + {sizes['val']:,} validation (search stages) or "
               f"{sizes['train'] + sizes['val']:,} + {sizes['test']:,} test (verify); {repeats} repeat{'s' if repeats > 1 else ''}", flush=True)
         rows = B.run_trainings_bench(list(zip(args.arch, archs, strict=True)), args.images, source, cores, engines,
-                                     repeats, sizes, log=lambda line: print(line, flush=True))
+                                     repeats, log=lambda line: print(line, flush=True))
         figures = B.trainings_figures(rows, sizes)
         print(B.trainings_table(figures))
         extra = {"archs": args.arch, "sizes": sizes, "engines": engines, "figures": figures}
@@ -563,9 +568,9 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--trainings", action="store_true",
                     help="instead: full trainings an hour with each drill stage's engine, one worker a core as the "
                          "drill runs them, beside fp32 eager on one process with every thread (the old way)")
-    bn.add_argument("--engines", nargs="+", choices=("search", "verify", "old"), default=None,
-                    help="with --trainings: search (Explore, Narrow, Race), verify (fp32 eager), old (fp32 eager, "
-                         "1 process); default all")
+    bn.add_argument("--engines", nargs="+", choices=("search", "compiled", "verify", "old"), default=None,
+                    help="with --trainings: search (Explore, Narrow, Race), compiled (the search engine before channels "
+                         "last: bf16+compile), verify (fp32 eager), old (fp32 eager, 1 process); default all")
     bn.add_argument("--json", default=None, help="write the raw rows here")
     bn.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda: where both loops train")
     add_data_args(bn)

@@ -10,6 +10,7 @@ from budgetnas.search.engine.bench import (
     ENGINES,
     STAGES,
     TRAINING_ENGINES,
+    engine_label,
     full_training,
     measure,
     search_engine,
@@ -24,7 +25,7 @@ from budgetnas.search.engine.train import Engine
 
 def test_measure_reference_and_ours(data_root):
     arch = baselines.get("exp4").arch.to_json()
-    for name in ("reference", "ours fp32"):
+    for name in ("reference", "ours fp32 eager"):
         row = measure(name, arch, 256, ["mnist", str(data_root)], 1)
         assert row["engine"] == name and row["train_img_s"] > 0 and row["eval_img_s"] > 0 and row["peak_rss_mb"] > 0
 
@@ -40,9 +41,9 @@ def test_table_takes_the_median_of_per_repeat_speedups():
 
 def test_speedup_is_the_engine_search_uses_on_the_device():
     base = {"startup_s": 0.0, "eval_img_s": 1.0, "peak_rss_mb": 1.0, "peak_gpu_mb": 1.0, "device": "cuda"}
-    speed = {"reference": 100, "ours fp32": 500, "ours bf16": 300, "ours fp32+compile": 400, "ours bf16+compile": 350}
+    speed = {"reference": 100, "ours fp32 eager": 500} | {name: 300 for name in ENGINES if name not in ("reference", "ours fp32 eager")}
     out = table([{**base, "engine": name, "train_img_s": speed[name]} for name in ENGINES])
-    assert search_engine("cuda") == "ours fp32" and out.splitlines()[-1] == "speedup=5.00"
+    assert search_engine("cuda") == "ours fp32 eager" and out.splitlines()[-1] == "speedup=5.00"
     assert "peak GPU MB" in out.splitlines()[0]
 
 
@@ -108,13 +109,17 @@ def test_trainings_ratio_is_the_median_of_per_repeat_ratios_and_absent_without_t
 
 
 def test_stage_engines_are_the_drills():
-    arch = baselines.get("exp4").arch
-    assert stage_engine("verify", arch, SIZES) == Engine(device="cpu", **VERIFY_ENGINE)
-    assert stage_engine("old", arch, SIZES) == Engine(device="cpu", precision="fp32", compile="off")
-    steps = -(-SIZES["train"] // arch.recipe.batch_size) * arch.recipe.epochs  # a full training's: auto decides on it
-    _, bf16, compiled = Engine(device="cpu").resolve(steps)
-    search = stage_engine("search", arch, SIZES)
-    assert (search.precision == "bf16", search.compile == "on") == (bf16, compiled)
+    assert stage_engine("verify") == Engine(device="cpu", **VERIFY_ENGINE)
+    assert stage_engine("old") == Engine(device="cpu", precision="fp32", compile="off", channels_last="off")
+    assert stage_engine("search") == Engine(device="cpu").pinned()  # what the drill's auto engine decides here
+    compiled = stage_engine("compiled")
+    assert (compiled.precision, compiled.compile, compiled.channels_last) == (stage_engine("search").precision, "on", "off")
+
+
+def test_engine_labels_name_what_each_adds():
+    assert [name for name in ENGINES] == ["reference", "ours fp32 eager", "ours bf16 eager", "ours fp32+compile",
+                                          "ours bf16+compile", "ours fp32+channels-last", "ours bf16+channels-last"]
+    assert engine_label(Engine(precision="bf16", compile="on", channels_last="on")) == "bf16+compile+channels-last"
 
 
 def test_bench_trainings_end_to_end(cli, data_root, tmp_path):
@@ -127,7 +132,7 @@ def test_bench_trainings_end_to_end(cli, data_root, tmp_path):
     saved = json.loads((tmp_path / "t.json").read_text())
     assert saved["sizes"] == {"train": 1100, "val": 100, "test": 300}  # synthetic: 1,200 training images
     assert {(r["stage_engine"], r["workers"], r["threads"]) for r in saved["rows"]} == {("verify", 2, 1), ("old", 1, 2)}
-    assert len(saved["rows"]) == 3 and [f["stage"] for f in saved["figures"]] == list(STAGES.values())
+    assert len(saved["rows"]) == 3 and [f["stage"] for f in saved["figures"]] == [STAGES["verify"]]
     assert set(saved["engines"]) < set(TRAINING_ENGINES)
 
 
@@ -136,3 +141,5 @@ def test_bench_refuses_several_archs_without_trainings(cli, data_root, tmp_path)
     assert out.returncode == 2 and "several only with --trainings" in out.stderr
     out = cli("bench", "--engines", "old", "--data-dir", str(data_root), "--images", "64", cwd=tmp_path)
     assert out.returncode == 2 and "add --trainings" in out.stderr
+    out = cli("bench", "--trainings", "--engines", "old", "--data-dir", str(data_root), "--images", "64", cwd=tmp_path)
+    assert out.returncode == 2 and "beside a stage engine" in out.stderr

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from budgetnas.search.engine.data import load
-from budgetnas.search.engine.loop import Diverged, augment, ema_decay, ema_split, ema_update
-from budgetnas.search.engine.train import Engine, bf16_pays, compile_pays, train
+from budgetnas.search.engine.loop import Diverged, augment, ema_decay, ema_split, ema_update, evaluate
+from budgetnas.search.engine.train import Engine, bf16_pays, channels_last_pays, train
 from budgetnas.space import BadInput, build
 from tests.conftest import TINY
 
@@ -87,22 +87,44 @@ def test_augment_keeps_shape_and_moves_pixels():
     assert augment(x, 0, 0, gen) is x
 
 
-def test_engine_resolves_precision_and_compile():
-    device, bf16, compiled = Engine("cpu", "fp32", "auto").resolve(steps=10)
-    assert device.type == "cpu" and not bf16 and not compiled  # too short to repay compilation
-    assert Engine("cpu", "bf16", "off").resolve(10)[1:] == (True, False)
-    assert Engine("cpu", "fp32", "on").resolve(10)[2]
-    assert Engine("cpu", "bf16").pinned().precision == "bf16"
+def test_engine_resolves_its_autos():
+    device, bf16, compiled, channels_last = Engine("cpu", "fp32", "auto", "auto").resolve()
+    assert device.type == "cpu" and not bf16 and not compiled and channels_last  # compile's auto is off
+    assert Engine("cpu", "bf16", "off", "off").resolve()[1:] == (True, False, False)
+    assert Engine("cpu", "fp32", "on").resolve()[2]
+    assert Engine("cpu", "bf16").pinned() == Engine("cpu", "bf16", "off", "on")
     assert Engine("cpu", "auto").pinned().precision in ("bf16", "fp32")
     with pytest.raises(BadInput, match="precision must be"):
         Engine(precision="fp16")
     with pytest.raises(BadInput, match="compile must be"):
         Engine(compile="yes")
+    with pytest.raises(BadInput, match="channels_last must be"):
+        Engine(channels_last="nhwc")
 
 
 def test_auto_engine_is_fp32_eager_on_cuda():  # `bench --device cuda`: bf16 and compile were both slower there
     cuda = torch.device("cuda")  # a device object only: no GPU needed
-    assert not bf16_pays(cuda) and not compile_pays(cuda)
+    assert not bf16_pays(cuda) and not channels_last_pays(cuda)
+
+
+def test_channels_last_training_learns_and_its_weights_load_into_a_plain_model(data_root):
+    """The search stages' layout on a CPU: NHWC weights and batches, trained and evaluated so; the
+    weights it leaves are ordinary ones, which a plain (NCHW) model scores the same."""
+    data = load("mnist", data_root, val_size=200, subset=1000)
+    arch = TINY.with_recipe(epochs=2, ema=0.0)
+    built = []
+
+    def make():
+        built.append(build(arch))
+        return built[-1]
+
+    history = train(make, arch.recipe, data, progress=False, engine=Engine("cpu", "bf16", "off", "on"))
+    assert history[-1]["val_acc"] > 40 and history[-1]["train_loss"] < history[0]["train_loss"]
+    conv = [p for p in built[0].parameters() if p.dim() == 4][-1]  # 8 -> 12 channels: the layouts differ
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    plain = build(arch)
+    plain.load_state_dict(built[0].state_dict())
+    assert abs(evaluate(plain, data.val.images, data.val.labels, data.mean, data.std) - history[-1]["val_acc"]) <= 0.5
 
 
 def test_compiled_bf16_training_learns(data_root):

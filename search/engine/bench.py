@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import resource
 import statistics
@@ -35,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from ...space import Arch, build, count_params
 from .data import Split, load
 from .loop import EVAL_BATCH, augment, evaluate, make_optimizer, to_unit
-from .train import Engine, bf16_pays, compile_pays, threads_each, train
+from .train import Engine, threads_each, train
 
 
 class PerSampleDataset(Dataset):
@@ -92,19 +91,22 @@ def reference_eval(arch: Arch, split: Split, mean: torch.Tensor, std: torch.Tens
 
 
 # Our engine's settings (on the bench's device), measured one by one against the reference.
-ENGINES = {
-    "reference": None,
-    "ours fp32": Engine(precision="fp32", compile="off"),
-    "ours bf16": Engine(precision="bf16", compile="off"),
-    "ours fp32+compile": Engine(precision="fp32", compile="on"),
-    "ours bf16+compile": Engine(precision="bf16", compile="on"),
-}
+def engine_label(engine: Engine | dict) -> str:
+    """"bf16+channels-last", "fp32 eager", ...: what a pinned engine adds to fp32, NCHW, eager."""
+    e = engine if isinstance(engine, dict) else engine.to_dict()
+    extras = [name for name, key in (("compile", "compile"), ("channels-last", "channels_last")) if e.get(key) == "on"]
+    return e["precision"] + ("+" + "+".join(extras) if extras else " eager")
+
+
+ENGINES = {"reference": None} | {
+    f"ours {engine_label(e)}": e for e in (
+        Engine(precision=precision, compile=compiled, channels_last=layout)
+        for compiled, layout in (("off", "off"), ("on", "off"), ("off", "on")) for precision in ("fp32", "bf16"))}
 
 
 def search_engine(device: str) -> str:
     """The setting `search` trains with on `device` (Engine's auto): the one `speedup=` reports."""
-    dev = torch.device(device)
-    return f"ours {'bf16' if bf16_pays(dev) else 'fp32'}{'+compile' if compile_pays(dev) else ''}"
+    return f"ours {engine_label(Engine().pinned(torch.device(device)))}"
 
 
 EPOCHS = 2  # throughput is the last epoch's; the first also pays start-up (oneDNN kernels, torch.compile)
@@ -124,11 +126,14 @@ def measure(name: str, arch_json: str, images: int, source: list, threads: int, 
         seconds = reference_train(arch, split, data.mean, data.std, EPOCHS, dev)
         eval_s = reference_eval(arch, split, data.mean, data.std, dev)
     else:
-        history = train(partial(build, arch), arch.recipe, data, engine=replace(engine, device=device), progress=False)
+        engine = replace(engine, device=device)
+        history = train(partial(build, arch), arch.recipe, data, engine=engine, progress=False)
         seconds = [r["seconds"] for r in history]  # no val/test split here: pure training
         on_dev = Split(split.images.to(dev), split.labels.to(dev))  # as train() holds it
+        fmt = torch.channels_last if engine.resolve()[3] else torch.contiguous_format
         t0 = time.perf_counter()
-        evaluate(build(arch).to(dev), on_dev.images, on_dev.labels, data.mean.to(dev), data.std.to(dev))
+        evaluate(build(arch).to(dev, memory_format=fmt), on_dev.images, on_dev.labels, data.mean.to(dev),
+                 data.std.to(dev), fmt)
         eval_s = time.perf_counter() - t0
     row = {"engine": name, "device": device, "train_img_s": len(split) / seconds[-1],
            "startup_s": max(0.0, seconds[0] - seconds[-1]), "eval_img_s": len(split) / eval_s,
@@ -224,29 +229,26 @@ def workers_table(rows: list[dict]) -> str:
 # What `--trainings` measures: the engine each drill stage trains with, run as the drill runs it
 # (one worker a core, one thread each), and the old way (fp32, eager, one process with every
 # thread) in the same run, so that the ratio is measured, not remembered.
-TRAINING_ENGINES = ("search", "verify", "old")
-# A full training of each stage, costed: search (Explore and Narrow at full fidelity, Race) trains
-# on the training images less the default validation split and evaluates validation every epoch;
-# verify trains on all training images and evaluates test every epoch.
-STAGES = {"search": "explore/narrow/race", "verify": "verify"}
+TRAINING_ENGINES = ("search", "compiled", "verify", "old")
+# A full training of each, costed: the search stages (Explore and Narrow at full fidelity, Race)
+# train on the training images less the default validation split and evaluate validation every
+# epoch; verify trains on all training images and evaluates test every epoch.
+STAGES = {"search": "explore/narrow/race", "compiled": "explore/narrow/race, compiled", "verify": "verify"}
 
 
-def stage_engine(key: str, arch: Arch, sizes: dict) -> Engine:
-    """The engine `key` trains a full training of `arch` with, pinned (auto decided for the run's
-    length): search, the drill's engine (`Engine()`, auto) in Explore, Narrow and Race; verify,
-    VERIFY_ENGINE of search/drill/plan.py (fp32, eager); old, fp32, eager."""
+def stage_engine(key: str) -> Engine:
+    """The engine `key` trains a full training with, pinned for this CPU: search, the drill's
+    engine (`Engine()`, auto) in Explore, Narrow and Race; compiled, the search engine before
+    channels last (bf16 where native, torch.compile); verify, VERIFY_ENGINE of
+    search/drill/plan.py (fp32, eager, NCHW); old, the same on one process."""
     if key not in TRAINING_ENGINES:
         raise ValueError(f"engine must be one of {TRAINING_ENGINES}, but got {key!r}.")
-    if key != "search":
-        return Engine(device="cpu", precision="fp32", compile="off")
-    steps = math.ceil(sizes["train"] / arch.recipe.batch_size) * arch.recipe.epochs
-    _, bf16, compiled = Engine(device="cpu").resolve(steps)
-    return Engine(device="cpu", precision="bf16" if bf16 else "fp32", compile="on" if compiled else "off")
-
-
-def engine_label(engine: Engine | dict) -> str:
-    e = engine if isinstance(engine, dict) else engine.to_dict()
-    return f"{e['precision']}{'+compile' if e['compile'] == 'on' else ' eager'}"
+    search = Engine(device="cpu").pinned()
+    if key == "search":
+        return search
+    if key == "compiled":
+        return replace(search, compile="on", channels_last="off")
+    return Engine(device="cpu", precision="fp32", compile="off", channels_last="off")
 
 
 def dataset_sizes(dataset: str, data_dir: str | None) -> dict:
@@ -257,7 +259,7 @@ def dataset_sizes(dataset: str, data_dir: str | None) -> dict:
 
 
 def run_trainings_bench(models: list[tuple[str, Arch]], images: int, source: tuple, cores: int, engines: list[str],
-                        repeats: int, sizes: dict, log=None) -> list[dict]:
+                        repeats: int, log=None) -> list[dict]:
     """For each model and engine: two epochs of `images` images in K processes side by side, K =
     `cores` workers of one thread for the stage engines (as the drill runs its workers), 1 of
     `cores` threads for the old way; each process with its own cold torch.compile cache (the
@@ -267,13 +269,13 @@ def run_trainings_bench(models: list[tuple[str, Arch]], images: int, source: tup
         for label, arch in models:
             for key in engines:
                 k = 1 if key == "old" else cores
-                threads, engine = threads_each(k, cores), stage_engine(key, arch, sizes)
+                threads, engine = threads_each(k, cores), stage_engine(key)
                 with contextlib.ExitStack() as stack:
                     caches = [stack.enter_context(tempfile.TemporaryDirectory()) for _ in range(k)]
                     got = collect([spawn(key, arch, images, source, threads, c, "cpu", engine) for c in caches])
                 for worker, row in enumerate(got):
                     rows.append({**row, "model": label, "params": count_params(arch), "stage_engine": key,
-                                 "precision": engine.precision, "compile": engine.compile, "workers": k,
+                                 **engine.to_dict(), "workers": k,
                                  "worker": worker, "repeat": repeat, "images": images, "epochs": arch.recipe.epochs})
                 if log:
                     speeds = " ".join(f"{r['train_img_s']:.0f}" for r in got)
@@ -290,8 +292,8 @@ def full_training(row: dict, stage: str, sizes: dict) -> tuple[float, float]:
     recipe's epochs, plus the row's start-up (the first epoch's excess)."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {tuple(STAGES)}, but got {stage!r}.")
-    n_train, n_eval = ((sizes["train"], sizes["val"]) if stage == "search"
-                       else (sizes["train"] + sizes["val"], sizes["test"]))
+    n_train, n_eval = ((sizes["train"] + sizes["val"], sizes["test"]) if stage == "verify"
+                       else (sizes["train"], sizes["val"]))
     epoch = n_train / row["train_img_s"] + n_eval / row["eval_img_s"]
     return epoch, row["epochs"] * epoch + row["startup_s"]
 
@@ -321,7 +323,7 @@ def trainings_figures(rows: list[dict], sizes: dict) -> list[dict]:
                              "startup_s": statistics.median(r["startup_s"] for r in rs),
                              "training_min": statistics.median(f for _, f in costs) / 60,
                              "per_hour": statistics.median(hourly.values())}
-            if "new" not in fig and "old" not in fig:
+            if "new" not in fig:  # a row per stage engine measured, the old way beside it
                 continue
             both = sorted(set(per_repeat.get("new", {})) & set(per_repeat.get("old", {})))
             if both:

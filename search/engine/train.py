@@ -5,9 +5,7 @@ by baselines, search, the drill and verify.
 
 from __future__ import annotations
 
-import math
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
@@ -18,9 +16,6 @@ from ...space import Recipe
 from ...space.errors import BadInput
 from .data import Data
 from .loop import fit
-
-COMPILE_MIN_STEPS = 1500  # torch.compile's start-up (tens of seconds on 2 cores) must be repaid
-
 
 DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
 
@@ -53,26 +48,29 @@ def bf16_pays(device: torch.device) -> bool:
     return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def compile_pays(device: torch.device) -> bool:
-    """Can torch.compile make long runs faster here? On a CPU with a C++ compiler, yes. On CUDA,
-    no: eager exp4 trains faster than compiled on an H100 (`budgetnas bench --device cuda`)."""
-    return device.type == "cpu" and bool(shutil.which("c++") or shutil.which("g++"))
+def channels_last_pays(device: torch.device) -> bool:
+    """Does the channels-last (NHWC) layout make training faster here? On a CPU, yes: oneDNN's
+    convolutions work in it, so NCHW pays a reorder around each one (docs/performance.md: 1.2-2x
+    with bf16 on the drill's models, also in fp32). On CUDA: not measured, so no."""
+    return device.type == "cpu"
 
 
 @dataclass(frozen=True)
 class Engine:
-    """How a training runs, not what it trains: device, arithmetic and compilation.
+    """How a training runs, not what it trains: device, arithmetic, compilation and layout.
 
     `precision="bf16"` runs convolutions and matmuls under bf16 autocast (weights, BN
     statistics and the loss stay fp32); it changes rounding, so its accuracy parity with
-    fp32 is measured (README, Performance). `"auto"` means bf16 where it pays (`bf16_pays`).
-    `compile="auto"` compiles runs of at least COMPILE_MIN_STEPS optimizer steps where that
-    pays (`compile_pays`).
+    fp32 is measured (docs/performance.md). `"auto"` means bf16 where it pays (`bf16_pays`).
+    `channels_last="auto"` means NHWC where it pays (`channels_last_pays`); it changes which
+    kernels run, so rounding too. `compile="auto"` means off: with channels last, torch.compile
+    was slower on every model measured, on CPU (dropout's random masks) and on CUDA.
     """
 
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16
     compile: str = "auto"  # auto | on | off
+    channels_last: str = "auto"  # auto | on | off
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,21 +79,22 @@ class Engine:
         check_device(self.device)
         if self.precision not in ("auto", "fp32", "bf16"):
             raise BadInput(f"precision must be auto, fp32 or bf16, but got {self.precision!r}.")
-        if self.compile not in ("auto", "on", "off"):
-            raise BadInput(f"compile must be auto, on or off, but got {self.compile!r}.")
+        for name in ("compile", "channels_last"):
+            if getattr(self, name) not in ("auto", "on", "off"):
+                raise BadInput(f"{name} must be auto, on or off, but got {getattr(self, name)!r}.")
 
-    def pinned(self) -> Engine:
-        """The same engine with `precision="auto"` decided for this machine (for the record)."""
-        if self.precision != "auto":
-            return self
-        return replace(self, precision="bf16" if bf16_pays(resolve_device(self.device)) else "fp32")
+    def pinned(self, device: torch.device | None = None) -> Engine:
+        """The same engine with its autos decided for its device here, or for `device` (for the record)."""
+        _, bf16, compiled, channels_last = self.resolve(device)
+        on = {True: "on", False: "off"}
+        return replace(self, precision="bf16" if bf16 else "fp32", compile=on[compiled], channels_last=on[channels_last])
 
-    def resolve(self, steps: int) -> tuple[torch.device, bool, bool]:
-        """(device, bf16?, compile?) for a run of `steps` optimizer steps."""
-        device = resolve_device(self.device)
+    def resolve(self, device: torch.device | None = None) -> tuple[torch.device, bool, bool, bool]:
+        """(device, bf16?, compile?, channels last?), on its device or on `device`."""
+        device = device or resolve_device(self.device)
         bf16 = self.precision == "bf16" or (self.precision == "auto" and bf16_pays(device))
-        compiled = self.compile == "on" or (self.compile == "auto" and steps >= COMPILE_MIN_STEPS and compile_pays(device))
-        return device, bf16, compiled
+        channels_last = self.channels_last == "on" or (self.channels_last == "auto" and channels_last_pays(device))
+        return device, bf16, self.compile == "on", channels_last
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -115,8 +114,7 @@ def train(
     `on_epoch(record)` may raise (e.g. optuna.TrialPruned) to stop early; `progress=None` shows
     a bar only on a terminal. Raises `Diverged` on a NaN/inf loss.
     """
-    steps = math.ceil(len(data.train) / recipe.batch_size)
-    device, bf16, compiled = engine.resolve(steps * recipe.epochs)
+    device, bf16, compiled, channels_last = engine.resolve()
     evals = {"val": data.val, "test": data.test if eval_test else None}
 
     def batches(n: int, epoch: int):
@@ -125,4 +123,5 @@ def train(
 
     return fit(make_model, asdict(recipe), (data.train.images, data.train.labels),
                {k: (s.images, s.labels) for k, s in evals.items() if s is not None}, data.mean, data.std,
-               seed=seed, device=device, bf16=bf16, compiled=compiled, on_epoch=on_epoch, batches=batches)
+               seed=seed, device=device, bf16=bf16, compiled=compiled, channels_last=channels_last,
+               on_epoch=on_epoch, batches=batches)
