@@ -357,6 +357,23 @@ def cmd_report(args) -> None:
     print(f"wrote {write_report(study, out, verify)}")
 
 
+def cmd_parity(args) -> None:
+    from pathlib import Path
+
+    from .engine import parity as P
+    from .engine.results import write_json
+
+    writable(args.json)
+    reference, *others = (P.read_record(path) for path in [args.reference, *args.other])
+    comparisons = {path: P.compare(reference, other) for path, other in zip(args.other, others, strict=True)}
+    for path, cmp in comparisons.items():
+        print(P.table(path, cmp) + "\n")
+    if args.json:
+        write_json(Path(args.json), {"reference": args.reference, "comparisons": comparisons})
+    if not all(c["parity"] for c in comparisons.values()):
+        sys.exit(1)
+
+
 def cmd_pruners(args) -> None:
     from .study import pruners
 
@@ -495,6 +512,12 @@ def parser() -> argparse.ArgumentParser:
     add_data_args(v)
     add_engine_args(v, certify=True)
     v.set_defaults(func=cmd_verify)
+
+    pa = sub.add_parser("parity", help="does an engine keep accuracy? verify results paired seed by seed")
+    pa.add_argument("reference", help="a verify --json result trained the reference way (fp32, eager)")
+    pa.add_argument("other", nargs="+", help="verify --json results of the same model and seeds with another engine")
+    pa.add_argument("--json", default=None, help="write the paired comparisons here")
+    pa.set_defaults(func=cmd_parity)
 
     s = sub.add_parser("search", help="run (or resume) a study: sample, count, prune, train")
     s.add_argument("--config", default=None, help="study file (TOML with [study] and [space] tables)")
