@@ -429,6 +429,10 @@ def cmd_bench(args) -> None:
         raise UserError("--engines chooses what --trainings measures; add --trainings.")
     if args.engines and set(args.engines) == {"old"}:
         raise UserError("--engines old is measured beside a stage engine: add search, compiled or verify.")
+    if sum(map(bool, (args.trainings, args.workers, args.profile))) > 1:
+        raise UserError("bench measures one thing at a time: --trainings, --workers or --profile.")
+    if args.profile and (len(args.arch) > 1 or args.device not in ("auto", "cpu")):
+        raise UserError("bench --profile profiles one --arch on one CPU worker; leave out --device.")
     if args.trainings and (args.workers or args.device not in ("auto", "cpu")):
         raise UserError("bench --trainings measures CPU workers as the drill runs them; leave out --workers and --device.")
     engine_device = str(resolve_device(args.device))  # a bad --device before any measurement
@@ -455,6 +459,11 @@ def cmd_bench(args) -> None:
         figures = B.trainings_figures(rows, sizes)
         print(B.trainings_table(figures))
         extra = {"archs": args.arch, "sizes": sizes, "engines": engines, "figures": figures}
+    elif args.profile:
+        print(f"bench --profile: {args.arch[0]}, one epoch of {args.images} training images, "
+              f"{B.search_engine('cpu')}, 1 thread (a drill worker), after one epoch of start-up", flush=True)
+        rows = B.profile_training(arch, source, args.images)
+        print(B.profile_table(rows))
     elif args.workers:
         if args.device not in ("auto", "cpu"):
             raise UserError("bench --workers measures CPU workers sharing the cores; leave out --device.")
@@ -591,6 +600,8 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--trainings", action="store_true",
                     help="instead: full trainings an hour with each drill stage's engine, one worker a core as the "
                          "drill runs them, beside fp32 eager on one process with every thread (the old way)")
+    bn.add_argument("--profile", action="store_true",
+                    help="instead: where one search-stage training's time goes, by op (torch's profiler)")
     bn.add_argument("--engines", nargs="+", choices=("search", "compiled", "verify", "old"), default=None,
                     help="with --trainings: search (Explore, Narrow, Race), compiled (the search engine before channels "
                          "last: bf16+compile), verify (fp32 eager), old (fp32 eager, 1 process); default all")

@@ -143,3 +143,16 @@ def test_bench_refuses_several_archs_without_trainings(cli, data_root, tmp_path)
     assert out.returncode == 2 and "add --trainings" in out.stderr
     out = cli("bench", "--trainings", "--engines", "old", "--data-dir", str(data_root), "--images", "64", cwd=tmp_path)
     assert out.returncode == 2 and "beside a stage engine" in out.stderr
+
+
+def test_bench_profile_names_where_a_workers_training_spends_its_time(cli, data_root, tmp_path):
+    out = cli("bench", "--profile", "--arch", "exp4", "--images", "128", "--data-dir", str(data_root), "--json", "p.json",
+              cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((tmp_path / "p.json").read_text())["rows"]
+    assert any(r["op"] == "aten::convolution_backward" for r in rows)  # a training, backward pass included
+    assert all(r["self_ms"] > 0 and r["calls"] > 0 for r in rows) and 0 < sum(r["share"] for r in rows) <= 1 + 1e-9
+    assert [r["share"] for r in rows] == sorted((r["share"] for r in rows), reverse=True)
+    assert f"| {rows[0]['op']} |" in out.stdout
+    out = cli("bench", "--profile", "--trainings", "--data-dir", str(data_root), cwd=tmp_path)
+    assert out.returncode == 2 and "one thing at a time" in out.stderr

@@ -356,5 +356,30 @@ def trainings_table(figures: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- where the time goes
+
+
+def profile_training(arch: Arch, source: tuple, images: int, top: int = 12) -> list[dict]:
+    """Where a search-stage training's time goes: torch's profiler over one epoch of `images`
+    images with the search engine on one thread (a drill worker), after an epoch that pays the
+    start-up; the `top` ops by their own time, with their share of all."""
+    torch.set_num_threads(1)
+    data = load(*source, val_size=0, subset=images)
+    one = arch.with_recipe(epochs=1)
+    run = partial(train, partial(build, one), one.recipe, data, engine=Engine(device="cpu"), progress=False)
+    run()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [{"op": e.key, "self_ms": e.self_cpu_time_total / 1000, "share": e.self_cpu_time_total / total,
+             "calls": e.count} for e in events[:top]]
+
+
+def profile_table(rows: list[dict]) -> str:
+    lines = ["| op | own ms | share | calls |", "|---|---:|---:|---:|"]
+    return "\n".join(lines + [f"| {r['op']} | {r['self_ms']:.0f} | {100 * r['share']:.1f}% | {r['calls']} |" for r in rows])
+
+
 if __name__ == "__main__":  # one measurement in its own process (spawn): `python -m budgetnas.search.engine.bench ARGS`
     print(json.dumps(measure(*json.loads(sys.argv[1]))))
