@@ -464,6 +464,9 @@ def cmd_bench(args) -> None:
               f"{B.search_engine('cpu')}, 1 thread (a drill worker), after one epoch of start-up", flush=True)
         rows = B.profile_training(arch, source, args.images)
         print(B.profile_table(rows))
+        evals = B.eval_speeds(arch, source, args.images)
+        print(f"\n{B.eval_table(evals)}")
+        extra = {"eval": evals}
     elif args.workers:
         if args.device not in ("auto", "cpu"):
             raise UserError("bench --workers measures CPU workers sharing the cores; leave out --device.")

@@ -154,5 +154,9 @@ def test_bench_profile_names_where_a_workers_training_spends_its_time(cli, data_
     assert all(r["self_ms"] > 0 and r["calls"] > 0 for r in rows) and 0 < sum(r["share"] for r in rows) <= 1 + 1e-9
     assert [r["share"] for r in rows] == sorted((r["share"] for r in rows), reverse=True)
     assert f"| {rows[0]['op']} |" in out.stdout
+    evals = json.loads((tmp_path / "p.json").read_text())["eval"]
+    assert {(r["layout"], r["batch"]) for r in evals} == {(lay, b) for lay in ("NCHW", "channels-last") for b in (64, 256, 1024, 4096)}
+    assert all(len({r["acc"] for r in evals if r["layout"] == lay}) == 1 for lay in ("NCHW", "channels-last"))
+    assert "the same accuracy at every batch size, in each layout" in out.stdout
     out = cli("bench", "--profile", "--trainings", "--data-dir", str(data_root), cwd=tmp_path)
     assert out.returncode == 2 and "one thing at a time" in out.stderr

@@ -376,9 +376,38 @@ def profile_training(arch: Arch, source: tuple, images: int, top: int = 12) -> l
              "calls": e.count} for e in events[:top]]
 
 
+def eval_speeds(arch: Arch, source: tuple, images: int, batches=(64, 256, 1024, 4096)) -> list[dict]:
+    """Evaluation images a second on one thread, in each layout and batch size (fp32, as every
+    evaluation runs), and the accuracy each gives: a batch size should change speed, not results."""
+    torch.set_num_threads(1)
+    data = load(*source, val_size=0, subset=images)
+    x, y, mean, std = data.train.images, data.train.labels, data.mean, data.std
+    rows = []
+    for layout, fmt in (("NCHW", torch.contiguous_format), ("channels-last", torch.channels_last)):
+        model = build(arch).to(memory_format=fmt).eval()
+        evaluate(model, x, y, mean, std, fmt, batches[0])  # first kernels
+        for batch in batches:
+            t0 = time.perf_counter()
+            acc = evaluate(model, x, y, mean, std, fmt, batch)
+            rows.append({"layout": layout, "batch": batch, "eval_img_s": len(y) / (time.perf_counter() - t0), "acc": acc})
+    return rows
+
+
 def profile_table(rows: list[dict]) -> str:
     lines = ["| op | own ms | share | calls |", "|---|---:|---:|---:|"]
     return "\n".join(lines + [f"| {r['op']} | {r['self_ms']:.0f} | {100 * r['share']:.1f}% | {r['calls']} |" for r in rows])
+
+
+def eval_table(rows: list[dict]) -> str:
+    batches = list(dict.fromkeys(r["batch"] for r in rows))
+    lines = ["| evaluation, fp32, 1 thread | " + " | ".join(f"batch {b}" for b in batches) + " |",
+             "|---|" + "---:|" * len(batches)]
+    for layout in dict.fromkeys(r["layout"] for r in rows):
+        speeds = {r["batch"]: r["eval_img_s"] for r in rows if r["layout"] == layout}
+        lines.append(f"| {layout} img/s | " + " | ".join(f"{speeds[b]:.0f}" for b in batches) + " |")
+    differ = [lay for lay in dict.fromkeys(r["layout"] for r in rows) if len({r["acc"] for r in rows if r["layout"] == lay}) > 1]
+    return "\n".join(lines) + (f"\naccuracy differs with the batch size in {', '.join(differ)}" if differ
+                               else "\nthe same accuracy at every batch size, in each layout")
 
 
 if __name__ == "__main__":  # one measurement in its own process (spawn): `python -m budgetnas.search.engine.bench ARGS`

@@ -119,7 +119,7 @@ class Net(nn.Module):
 
 
 # ----------------------------------------------------------------------------- training: budgetnas's search/engine/loop.py
-EVAL_BATCH = 4096  # images per evaluation forward; memory is tiny for these models
+EVAL_BATCH = 256  # images per evaluation forward: 4096 ran at half the speed on CPU (`budgetnas bench --profile`)
 
 
 class Diverged(Exception):
@@ -206,23 +206,24 @@ def ema_update(avgs, curs, counters, decay):
 
 
 @torch.inference_mode()
-def evaluate(model, images, labels, mean, std):
+def evaluate(model, images, labels, mean, std, memory_format=torch.contiguous_format, batch=EVAL_BATCH):
     """Accuracy in percent on a whole split, in fp32 always: bf16 may train the model, but what
-    is measured is the fp32 model that an exported module holds."""
+    is measured is the fp32 model that an exported module holds. `memory_format`: the model's."""
     model.eval()
     hits = torch.zeros((), device=labels.device, dtype=torch.long)
-    for i in range(0, len(labels), EVAL_BATCH):
-        x = (to_unit(images[i : i + EVAL_BATCH]) - mean) / std
-        hits += (model(x).argmax(1) == labels[i : i + EVAL_BATCH]).sum()
+    for i in range(0, len(labels), batch):
+        x = ((to_unit(images[i : i + batch]) - mean) / std).contiguous(memory_format=memory_format)
+        hits += (model(x).argmax(1) == labels[i : i + batch]).sum()
     return 100.0 * hits.item() / len(labels)
 
 
 def fit(make_model, recipe, train, evals, mean, std, seed=0, device="cpu", bf16=False, compiled=False,
-        on_epoch=None, batches=None):
+        channels_last=False, on_epoch=None, batches=None):
     """Train the model `make_model()` builds by `recipe` (a dict) on `train` = (images, labels);
     return one record per epoch.
 
-    The model is built after seeding, so `seed` fixes initialisation, order and augmentation.
+    The model is built after seeding, so `seed` fixes initialisation, order and augmentation;
+    `channels_last` then stores its weights and batches as NHWC (same numbers, other kernels).
     Each record: epoch, train_loss, train_acc, NAME_acc for every (images, labels) in `evals`,
     lr (at the epoch's end), seconds; with `recipe["ema"]` the accuracies of `evals` are the
     weight average's. `on_epoch(record)` runs after every epoch and may raise to stop early;
@@ -238,7 +239,8 @@ def fit(make_model, recipe, train, evals, mean, std, seed=0, device="cpu", bf16=
         torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
-    model = make_model().to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format  # NHWC: oneDNN's own layout
+    model = make_model().to(device, memory_format=fmt)  # after init: same weights either way
     scored = copy.deepcopy(model) if r["ema"] else model  # with ema, the weight average is what is measured
     ema = ema_split(zip(scored.state_dict().values(), model.state_dict().values())) if r["ema"] else None  # views
     if compiled:
@@ -259,7 +261,7 @@ def fit(make_model, recipe, train, evals, mean, std, seed=0, device="cpu", bf16=
             x = augment(to_unit(train_x[idx]), r["rotate"], r["translate"], gen)
             y = train_y[idx]
             with cast:
-                out = (fast if len(idx) == r["batch_size"] else model)((x - mean) / std)
+                out = (fast if len(idx) == r["batch_size"] else model)(((x - mean) / std).contiguous(memory_format=fmt))
             loss = F.cross_entropy(out.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -274,7 +276,7 @@ def fit(make_model, recipe, train, evals, mean, std, seed=0, device="cpu", bf16=
             raise Diverged(f"training loss became {train_loss} in epoch {epoch} (lr {r['lr']}, {r['optimizer']})")
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": 100.0 * hits.item() / len(train_y)}
         for name, (x, y) in evals.items():
-            record[f"{name}_acc"] = evaluate(scored, x, y, mean, std)
+            record[f"{name}_acc"] = evaluate(scored, x, y, mean, std, fmt)
         record["lr"] = opt.param_groups[0]["lr"]
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
