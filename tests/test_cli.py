@@ -178,8 +178,8 @@ def test_a_study_not_made_by_budgetnas_is_named_so(cwd, cli):
 
 
 @pytest.mark.parametrize("command, cls, skip, extra", [
-    ("search", "StudyConfig", {"space"}, {"config", "workers", "threads", "device", "precision", "compile"}),
-    ("drill", "DrillConfig", set(), {"threads", "device", "precision", "compile"}),
+    ("search", "StudyConfig", {"space"}, {"config", "workers", "threads", "device", "precision", "compile", "channels_last"}),
+    ("drill", "DrillConfig", set(), {"threads", "device", "precision", "compile", "channels_last"}),
 ])
 def test_the_flags_are_the_config_fields_and_their_help_shows_each_default(command, cls, skip, extra):
     """A setting is stated once, as a field; its flag, help and default come from there."""

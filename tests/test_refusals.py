@@ -36,6 +36,7 @@ BASES = {
     "pruners": ["--study", "fz", "--storage", FZ],
     "dashboard": ["--study", "fz", "--storage", FZ],
     "join": ["--name", "fz", "--storage", FZ, "--data-dir", DATA],
+    "parity": ["ref.json", "other.json"],  # no option that checks a value: tests/test_parity.py tries its files
 }
 BAD_VALUES = ["nan", "inf", "-1", "x", "1e400", "99999999999999999999"]  # the last: beyond every domain
 
@@ -64,6 +65,7 @@ def invocation(command: str, flag: str, value: str) -> list[str]:
 # Refusals that need the data, a file or a study to see; ONE_CLASS, RGB: data files made below.
 SEEN_IN_CONTEXT = [
     (["join", "--name", "nothere"], "no study database"),
+    (["parity", "missing.json", "other.json", "--json", "p.json"], "not a verify result"),
     (["join", *BASES["join"]], "is not a drill"),
     (["join", "--name", "a/b"], "names one folder"),
     (["search", *BASES["search"], "--val-size", "5000"], "holds out every training image"),
@@ -152,7 +154,7 @@ def refused(args: list[str], match: str, root: Path, data_root: Path, cli) -> No
 
 def test_every_validated_option_refuses_out_of_domain_values_without_writing(folder, data_root, cli):
     cases = validated_options()
-    assert {c for c, _, _ in cases} >= set(BASES) - {"render", "report", "pruners", "status"}
+    assert {c for c, _, _ in cases} >= set(BASES) - {"render", "report", "pruners", "status", "parity"}
     for command, flag, value in cases:
         refused(invocation(command, flag, value), "error", folder, data_root, cli)
 
