@@ -90,7 +90,6 @@ def reference_eval(arch: Arch, split: Split, mean: torch.Tensor, std: torch.Tens
     return time.perf_counter() - t0
 
 
-# Our engine's settings (on the bench's device), measured one by one against the reference.
 def engine_label(engine: Engine | dict) -> str:
     """"bf16+channels-last", "fp32 eager", ...: what a pinned engine adds to fp32, NCHW, eager."""
     e = engine if isinstance(engine, dict) else engine.to_dict()
@@ -98,6 +97,7 @@ def engine_label(engine: Engine | dict) -> str:
     return e["precision"] + ("+" + "+".join(extras) if extras else " eager")
 
 
+# Our engine's settings (on the bench's device), measured one by one against the reference.
 ENGINES = {"reference": None} | {
     f"ours {engine_label(e)}": e for e in (
         Engine(precision=precision, compile=compiled, channels_last=layout)

@@ -5,7 +5,8 @@ that `budgetnas verify best.py` reports for seed S.
 Speed on a 2-core CPU comes from keeping every split as one uint8 tensor on the device and
 doing normalisation and augmentation per batch with `affine_grid`/`grid_sample`, never per
 sample in Python; with CUDA nothing returns to the host per batch (losses and hits are summed
-on the device, read once per epoch). The caller may add bf16 autocast, torch.compile and the channels-last layout.
+on the device, read once per epoch). The caller may add bf16 autocast, torch.compile and the
+channels-last layout.
 """
 
 import copy

@@ -63,8 +63,9 @@ class Engine:
     statistics and the loss stay fp32); it changes rounding, so its accuracy parity with
     fp32 is measured (docs/performance.md). `"auto"` means bf16 where it pays (`bf16_pays`).
     `channels_last="auto"` means NHWC where it pays (`channels_last_pays`); it changes which
-    kernels run, so rounding too. `compile="auto"` means off: with channels last, torch.compile
-    was slower on every model measured, on CPU (dropout's random masks) and on CUDA.
+    kernels run, so rounding too. `compile="auto"` means off: at one thread a worker, as search
+    and the drill train on a CPU, torch.compile was no faster than eager channels last on any
+    model measured, and on CUDA no faster than eager (docs/performance.md).
     """
 
     device: str = "auto"
