@@ -4,8 +4,8 @@ way (fp32, eager), paired seed by seed.
 
 The rule: an engine has parity with the reference when the per-seed differences of the mean
 last-3 test accuracy average within MEAN_POINTS and the seeds passing the bar differ by at most
-PASSES. A seed is a draw (exp4 clears 99.40% on 4 of 6 seeds in fp32), so the rule reads the
-paired mean and the pass count, not one seed's trajectory.
+PASSES. A seed is a draw (exp4 clears 99.40% on 1 of 6 seeds in fp32 on today's engine), so the
+rule reads the paired mean and the pass count, not one seed's trajectory.
 """
 
 from __future__ import annotations

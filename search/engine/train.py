@@ -50,8 +50,9 @@ def bf16_pays(device: torch.device) -> bool:
 
 def channels_last_pays(device: torch.device) -> bool:
     """Does the channels-last (NHWC) layout make training faster here? On a CPU, yes: oneDNN's
-    convolutions work in it, so NCHW pays a reorder around each one (docs/performance.md: 1.2-2x
-    with bf16 on the drill's models, also in fp32). On CUDA: not measured, so no."""
+    convolutions work in it, so NCHW pays a reorder around each one (docs/performance.md: with
+    bf16, 1.2-2x the trainings an hour of bf16 + compile on the drill's models, a worker a core).
+    On CUDA: not measured, so no."""
     return device.type == "cpu"
 
 
