@@ -1,6 +1,6 @@
 """Recipe levers on the validation split (never test): one model, several recipe variants,
 the same seeds for each, trained exactly as a study's trials are (`search.train.train`,
-the engine's `auto`: bf16 and compiled on this CPU).
+the engine's `auto`: bf16 and channels last on this CPU).
 
 A variant changes Recipe fields only (`name:field=value,field=value`; `base:` changes none).
 Each (variant, seed) run reports the mean and minimum validation accuracy of its last 3
