@@ -431,10 +431,9 @@ def cmd_bench(args) -> None:
         raise UserError("--engines old is measured beside a stage engine: add search, compiled or verify.")
     if sum(map(bool, (args.trainings, args.workers, args.profile))) > 1:
         raise UserError("bench measures one thing at a time: --trainings, --workers or --profile.")
-    if args.profile and (len(args.arch) > 1 or args.device not in ("auto", "cpu")):
-        raise UserError("bench --profile profiles one --arch on one CPU worker; leave out --device.")
-    if args.trainings and (args.workers or args.device not in ("auto", "cpu")):
-        raise UserError("bench --trainings measures CPU workers as the drill runs them; leave out --workers and --device.")
+    if (args.trainings or args.workers or args.profile) and args.device not in ("auto", "cpu"):
+        raise UserError("bench --trainings, --workers and --profile measure CPU workers as the drill runs them; "
+                        "leave out --device.")
     engine_device = str(resolve_device(args.device))  # a bad --device before any measurement
     data = DataSpec(args.dataset, args.data_dir, subset=args.images).load()  # the images exist before any subprocess
     archs = []
@@ -462,14 +461,12 @@ def cmd_bench(args) -> None:
     elif args.profile:
         print(f"bench --profile: {args.arch[0]}, one epoch of {args.images} training images, "
               f"{B.search_engine('cpu')}, 1 thread (a drill worker), after one epoch of start-up", flush=True)
-        rows = B.profile_training(arch, source, args.images)
+        rows = B.profile_training(arch, data)
         print(B.profile_table(rows))
-        evals = B.eval_speeds(arch, source, args.images)
+        evals = B.eval_speeds(arch, data)
         print(f"\n{B.eval_table(evals)}")
         extra = {"eval": evals}
     elif args.workers:
-        if args.device not in ("auto", "cpu"):
-            raise UserError("bench --workers measures CPU workers sharing the cores; leave out --device.")
         print(f"bench: {args.arch[0]}, {args.images} training images per worker, {cores} cores shared by "
               f"{' or '.join(map(str, args.workers))} workers ({B.search_engine('cpu')}), {repeats} repeats")
         rows = B.run_workers_bench(arch, args.images, source, cores, args.workers, repeats)

@@ -5,7 +5,6 @@ import json
 import pytest
 
 from budgetnas import baselines
-from budgetnas.search.drill.plan import VERIFY_ENGINE
 from budgetnas.search.engine.bench import (
     ENGINES,
     STAGES,
@@ -20,7 +19,7 @@ from budgetnas.search.engine.bench import (
     trainings_table,
     workers_table,
 )
-from budgetnas.search.engine.train import Engine
+from budgetnas.search.engine.train import VERIFY_ENGINE, Engine
 
 
 def test_measure_reference_and_ours(data_root):

@@ -12,14 +12,13 @@ import optuna
 
 from ...space import Arch, ShapeError, SpaceConfig, build, count_params, sample_arch
 from ..engine import data as D
-from ..engine.train import Engine, train
+from ..engine.train import VERIFY_ENGINE, Engine, train
 from . import racing as R
 from .config import DrillConfig
 from .state import Plan
 
 EXPLORE_TRIALS = 60  # trainings Explore should afford; its fidelity is chosen so that it can
 TIMED_SAMPLES = 3  # models drawn from the default space and timed for the plan: cost follows shape, not size
-VERIFY_ENGINE = {"precision": "fp32", "compile": "off", "channels_last": "off"}  # as the exported module trains
 
 
 def seconds_per_image(arch: Arch, data: D.Data, engine: Engine, images: int = 2000) -> float:

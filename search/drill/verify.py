@@ -10,10 +10,10 @@ from ...space import Arch, count_params
 from ..engine.render import render
 from ..engine.results import write_json
 from ..engine.seeds import DataSpec, SeedRun
+from ..engine.train import VERIFY_ENGINE
 from ..engine.verify import distribution_line, summarise, verdict, verdict_line, verify_record
 from . import racing as R
 from . import seedwork
-from .plan import VERIFY_ENGINE
 from .state import Verified
 
 

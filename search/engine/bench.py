@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ...space import Arch, build, count_params
-from .data import Split, load
+from .data import Data, Split, load
 from .loop import EVAL_BATCH, augment, evaluate, make_optimizer, to_unit
-from .train import Engine, threads_each, train
+from .train import VERIFY_ENGINE, Engine, threads_each, train
 
 
 class PerSampleDataset(Dataset):
@@ -239,8 +239,8 @@ STAGES = {"search": "explore/narrow/race", "compiled": "explore/narrow/race, com
 def stage_engine(key: str) -> Engine:
     """The engine `key` trains a full training with, pinned for this CPU: search, the drill's
     engine (`Engine()`, auto) in Explore, Narrow and Race; compiled, the search engine before
-    channels last (bf16 where native, torch.compile); verify, VERIFY_ENGINE of
-    search/drill/plan.py (fp32, eager, NCHW); old, the same on one process."""
+    channels last (bf16 where native, torch.compile); verify, VERIFY_ENGINE (fp32, eager, NCHW);
+    old, the same on one process."""
     if key not in TRAINING_ENGINES:
         raise ValueError(f"engine must be one of {TRAINING_ENGINES}, but got {key!r}.")
     search = Engine(device="cpu").pinned()
@@ -248,7 +248,7 @@ def stage_engine(key: str) -> Engine:
         return search
     if key == "compiled":
         return replace(search, compile="on", channels_last="off")
-    return Engine(device="cpu", precision="fp32", compile="off", channels_last="off")
+    return Engine(device="cpu", **VERIFY_ENGINE)
 
 
 def dataset_sizes(dataset: str, data_dir: str | None) -> dict:
@@ -359,12 +359,11 @@ def trainings_table(figures: list[dict]) -> str:
 # ----------------------------------------------------------------------------- where the time goes
 
 
-def profile_training(arch: Arch, source: tuple, images: int, top: int = 12) -> list[dict]:
-    """Where a search-stage training's time goes: torch's profiler over one epoch of `images`
-    images with the search engine on one thread (a drill worker), after an epoch that pays the
-    start-up; the `top` ops by their own time, with their share of all."""
+def profile_training(arch: Arch, data: Data, top: int = 12) -> list[dict]:
+    """Where a search-stage training's time goes: torch's profiler over one epoch of `data`'s
+    training images with the search engine on one thread (a drill worker), after an epoch that
+    pays the start-up; the `top` ops by their own time, with their share of all."""
     torch.set_num_threads(1)
-    data = load(*source, val_size=0, subset=images)
     one = arch.with_recipe(epochs=1)
     run = partial(train, partial(build, one), one.recipe, data, engine=Engine(device="cpu"), progress=False)
     run()
@@ -376,11 +375,10 @@ def profile_training(arch: Arch, source: tuple, images: int, top: int = 12) -> l
              "calls": e.count} for e in events[:top]]
 
 
-def eval_speeds(arch: Arch, source: tuple, images: int, batches=(64, 256, 1024, 4096)) -> list[dict]:
+def eval_speeds(arch: Arch, data: Data, batches=(64, 256, 1024, 4096)) -> list[dict]:
     """Evaluation images a second on one thread, in each layout and batch size (fp32, as every
     evaluation runs), and the accuracy each gives: a batch size should change speed, not results."""
     torch.set_num_threads(1)
-    data = load(*source, val_size=0, subset=images)
     x, y, mean, std = data.train.images, data.train.labels, data.mean, data.std
     rows = []
     for layout, fmt in (("NCHW", torch.contiguous_format), ("channels-last", torch.channels_last)):

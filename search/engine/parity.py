@@ -24,11 +24,10 @@ def read_record(path: str) -> dict:
     """A verify record with what parity reads: per-seed last-3 test accuracies and the bar."""
     try:
         record = json.loads(Path(path).read_text())
-        runs = {r["seed"]: r for r in record["runs"]}
-        for r in runs.values():
+        for r in record["runs"]:
             if len(r["last3_test"]) != 3 or not all(isinstance(a, (int, float)) for a in r["last3_test"]):
-                raise ValueError("a seed without three last test accuracies")
-        record["verdict"]["target"], record.get("engine")
+                raise ValueError(f"seed {r['seed']} without three last test accuracies")
+        record["verdict"]["target"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise BadInput(f"{path}: not a verify result written by `budgetnas verify --json` ({e}).") from None
     return record

@@ -56,6 +56,10 @@ def channels_last_pays(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
+# Verify and baseline train as the exported module's own train() does, so that it reproduces them.
+VERIFY_ENGINE = {"precision": "fp32", "compile": "off", "channels_last": "off"}
+
+
 @dataclass(frozen=True)
 class Engine:
     """How a training runs, not what it trains: device, arithmetic, compilation and layout.
