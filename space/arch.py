@@ -155,6 +155,7 @@ class Recipe:
     rotate: float = within(0.0, ge=0, le=180)  # augmentation: max random rotation, degrees (uniform +-)
     translate: float = within(0.0, ge=0, lt=1)  # augmentation: max random shift, fraction of image side
     ema: float = within(0.0, ge=0, lt=1)  # decay per step of a moving average of the weights; 0: off, else the average is the model
+    label_smoothing: float = within(0.0, ge=0, lt=1)  # loss: this share of each label's weight spread over all classes; 0: off
 
     def __post_init__(self):
         check(self)

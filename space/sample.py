@@ -54,6 +54,7 @@ class SpaceConfig:
     translate_step: float = 0.025
     separable: tuple[bool, ...] = (False,)  # stages after the first: each 3x3 conv a depthwise 3x3 + 1x1?
     ema: tuple[float, ...] = (0.0,)  # weight-average decay per step (0: off); see Recipe.ema
+    label_smoothing: tuple[float, ...] = (0.0,)  # see Recipe.label_smoothing
     # Knobs added since the first studies default to off, so a study stored without one meant this.
 
     def __post_init__(self):
@@ -79,6 +80,7 @@ class SpaceConfig:
             ("translate", 0 <= self.translate[0] and self.translate[1] < 1, "a fraction of the side in [0, 1)"),
             ("translate_step", self.translate_step > 0, "a step > 0"),
             ("ema", all(0 <= e < 1 for e in self.ema), "decays in [0, 1) (0: off)"),
+            ("label_smoothing", all(0 <= e < 1 for e in self.label_smoothing), "shares in [0, 1) (0: off)"),
         ) if not ok]
         if problems:
             raise BadInput(problems[0])
@@ -190,6 +192,7 @@ def sample_arch(trial: optuna.trial.BaseTrial, space: SpaceConfig = SpaceConfig(
         rotate=_float(trial, "rotate", space.rotate, space.rotate_step),
         translate=_float(trial, "translate", space.translate, space.translate_step),
         ema=trial.suggest_categorical("ema", space.ema),
+        label_smoothing=trial.suggest_categorical("label_smoothing", space.label_smoothing),
         **step,
     )
     shape = {} if fit is None else {"image_size": fit.size, "in_channels": fit.in_channels, "classes": fit.classes}
@@ -329,7 +332,7 @@ def params_of(arch: Arch) -> dict:
     r = arch.recipe
     p.update(bn=arch.bn, dropout=arch.dropout, head=arch.head, schedule=r.schedule, optimizer=r.optimizer,
              lr=r.lr, weight_decay=r.weight_decay, batch_size=r.batch_size, rotate=r.rotate, translate=r.translate,
-             ema=r.ema)
+             ema=r.ema, label_smoothing=r.label_smoothing)
     if r.schedule == "step":
         p.update(step_every=r.step_every, step_gamma=r.step_gamma)
     return p

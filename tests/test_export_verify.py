@@ -118,11 +118,13 @@ def test_verify_counts_the_parameters_itself(tmp_path, data_root):
         load_candidate(str(path))
 
 
-@pytest.mark.parametrize("change", [{}, {"dropout": 0.1}, {"ema": 0.9}], ids=["plain", "dropout", "ema"])
+@pytest.mark.parametrize("change", [{}, {"dropout": 0.1}, {"ema": 0.9}, {"label_smoothing": 0.1}],
+                         ids=["plain", "dropout", "ema", "label-smoothing"])
 def test_the_module_trains_exactly_as_verify_reports(tmp_path, data_root, change):
     """`python MODULE.py --seed S` and `budgetnas verify MODULE.py` seed S: the same per-epoch
     loss and accuracies, to the last bit (CPU, fp32, one thread each)."""
-    arch = replace(TINY, dropout=change.get("dropout", 0.0)).with_recipe(epochs=2, ema=change.get("ema", 0.0))
+    recipe = {k: v for k, v in change.items() if k != "dropout"}
+    arch = replace(TINY, dropout=change.get("dropout", 0.0)).with_recipe(epochs=2, **recipe)
     path = tmp_path / "m.py"
     path.write_text(render(arch, {"Study": "t"}))
     raw = str(data_root / "MNIST" / "raw")

@@ -1,3 +1,4 @@
+import math
 from functools import partial
 
 import pytest
@@ -56,6 +57,18 @@ def test_ema_changes_what_is_scored_not_how_the_model_trains(data_root):
     assert [h["train_loss"] for h in plain] == [h["train_loss"] for h in averaged]
     assert [h["val_acc"] for h in plain] != [h["val_acc"] for h in averaged]
     assert averaged[-1]["val_acc"] > 60  # chance is 10%
+
+
+def test_label_smoothing_is_the_loss_trained_on(data_root):
+    """With smoothing e over K classes no model's loss can go below the entropy of the smoothed
+    target; the plain run's does, so the recipe field reached the loss."""
+    data = load("mnist", data_root, val_size=200)
+    e, k = 0.5, TINY.classes
+    hit, miss = 1 - e + e / k, e / k
+    floor = -(hit * math.log(hit) + (k - 1) * miss * math.log(miss))
+    plain, smoothed = fit(TINY, data, seed=1), fit(TINY.with_recipe(label_smoothing=e), data, seed=1)
+    assert plain[-1]["train_loss"] < floor <= min(h["train_loss"] for h in smoothed) + 1e-6
+    assert smoothed[-1]["val_acc"] > 60  # chance is 10%: it still learns the labels
 
 
 def test_nan_loss_raises_diverged(data_root):

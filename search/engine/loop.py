@@ -160,7 +160,7 @@ def fit(make_model, recipe, train, evals, mean, std, seed=0, device="cpu", bf16=
             y = train_y[idx]
             with cast:
                 out = (fast if len(idx) == r["batch_size"] else model)(((x - mean) / std).contiguous(memory_format=fmt))
-            loss = F.cross_entropy(out.float(), y)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=r["label_smoothing"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -26,7 +26,8 @@ def describe(arch: Arch) -> str:
     return (f"convs `{blocks}`, {'BN' if arch.bn else 'no BN'}, dropout {arch.dropout:g}, {arch.head} head; "
             f"{r.optimizer} lr {r.lr:.3g} ({sched}), wd {r.weight_decay:g}, batch {r.batch_size}, "
             f"rotate {r.rotate:g} deg, shift {r.translate:g}, {r.epochs} epochs"
-            + (f", weight average {r.ema:g}" if r.ema else ""))
+            + (f", weight average {r.ema:g}" if r.ema else "")
+            + (f", label smoothing {r.label_smoothing:g}" if r.label_smoothing else ""))
 
 
 def trial_note(arch: Arch, params: int, budget: int, history: list[dict], outcome: str) -> str:

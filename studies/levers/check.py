@@ -23,9 +23,9 @@ from dataclasses import fields, replace
 import torch
 
 from budgetnas.search.engine.data import VAL_SPLITS, load
-from budgetnas.search.study.objective import LAST
 from budgetnas.search.engine.train import threads_each, train
 from budgetnas.search.engine.verify import load_candidate
+from budgetnas.search.study.objective import LAST
 from budgetnas.space import Recipe
 
 

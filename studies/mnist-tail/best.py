@@ -45,6 +45,7 @@ RECIPE = {
     "rotate": 7.5,  # augmentation: max random rotation, degrees (uniform +-)
     "translate": 0.025,  # augmentation: max random shift, fraction of image side
     "ema": 0.998,  # decay per step of a moving average of the weights; 0: off, else the average is the model
+    "label_smoothing": 0.0,  # loss: this share of each label's weight spread over all classes; 0: off
 }
 
 
@@ -262,7 +263,7 @@ def fit(make_model, recipe, train, evals, mean, std, seed=0, device="cpu", bf16=
             y = train_y[idx]
             with cast:
                 out = (fast if len(idx) == r["batch_size"] else model)(((x - mean) / std).contiguous(memory_format=fmt))
-            loss = F.cross_entropy(out.float(), y)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=r["label_smoothing"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
