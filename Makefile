@@ -40,7 +40,7 @@ test-slow: setup  ## real MNIST, minutes
 	$(BIN)/pytest -q -m slow
 
 lint: setup
-	$(BIN)/ruff check space search baselines tests
+	$(BIN)/ruff check space search baselines tests studies
 
 clean:
 	rm -rf $(VENV) studies/*.db
