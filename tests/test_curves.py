@@ -2,6 +2,7 @@
 stops; the runs are read by dataset, schedule and length."""
 
 import json
+import statistics
 
 import optuna
 import pytest
@@ -15,15 +16,15 @@ from tests.conftest import curve_trial
 EPOCHS = 4
 
 
-def curve(final: float, epochs: int = EPOCHS) -> list[float]:
-    """A run whose accuracy climbs to its last-3 worst `final`: epoch e lies (epochs - e) points
-    below, with a small wobble so that the fit's residuals are not all zero."""
-    return [final - (epochs - e) + 0.01 * (e % 2) for e in range(1, epochs + 1)]
+def curve(final: float, epochs: int = EPOCHS, climb: float = 1.0) -> list[float]:
+    """A run whose accuracy climbs to its last-3 worst `final`: epoch e lies climb x (epochs - e)
+    points below, with a small wobble so that the fit's residuals are not all zero."""
+    return [final - climb * (epochs - e) + 0.01 * (e % 2) for e in range(1, epochs + 1)]
 
 
-def write_record(folder, name, finals, epochs=EPOCHS, **fields):
+def write_record(folder, name, finals, epochs=EPOCHS, climb=1.0, **fields):
     folder.mkdir(parents=True, exist_ok=True)
-    runs = [{"min_last3": f, "history": [{"epoch": e, "test_acc": a} for e, a in enumerate(curve(f, epochs), 1)]}
+    runs = [{"min_last3": f, "history": [{"epoch": e, "test_acc": a} for e, a in enumerate(curve(f, epochs, climb), 1)]}
             for f in finals]
     (folder / name).write_text(json.dumps({"target": str(folder / "best.py"), "runs": runs, **fields}))
 
@@ -34,7 +35,8 @@ FINALS = [99.0 + 0.02 * i for i in range(30)]  # 99.00 .. 99.58: some reach 99.4
 @pytest.fixture
 def history(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_record(tmp_path / "studies" / "a", "verify.json", FINALS, dataset="mnist", schedule="onecycle")
+    write_record(tmp_path / "studies" / "a", "verify.json", FINALS, dataset="mnist", schedule="onecycle",
+                 **{C.VALIDATION_KEY: statistics.mean(FINALS)})  # validation read as test: a gap of 0
     return tmp_path / "studies"
 
 
@@ -68,7 +70,36 @@ def test_reach_bar_stops_the_hopeless_once_the_stage_has_its_first_completed(his
         assert not curve_trial(study, "onecycle", hopeless)
     assert curve_trial(study, "onecycle", hopeless) and study.pruner.stopped_by == "bar"  # the objective records it
     assert not curve_trial(study, "onecycle", curve(99.55))
-    assert not curve_trial(study, "step", hopeless)  # no verified step runs: no verdict by the bar
+    assert curve_trial(study, "step", hopeless)  # no verified step runs: judged by the other schedules' runs
+
+
+def test_validation_is_raised_by_the_largest_gap_measured_and_without_one_the_bar_judges_no_one(history):
+    write_record(history / "b", "verify.json", [99.3, 99.5], dataset="mnist", **{C.VALIDATION_KEY: 99.1})
+    write_record(history / "c", "verify.json", [99.3], dataset="fashion-mnist", **{C.VALIDATION_KEY: 98.0})
+    assert sorted(C.past_offsets("mnist")) == pytest.approx([0.0, 0.3])  # "a" and "b"; "c" is other data
+    study = optuna.create_study(direction="maximize",
+                                pruner=make_pruner(StudyConfig(pruner="reach-bar", epochs=EPOCHS, bar=99.4)))
+    for _ in range(C.KEEP):
+        curve_trial(study, "onecycle", curve(99.55))
+    assert not curve_trial(study, "onecycle", curve(99.2))  # on validation; on test about 99.5
+    assert curve_trial(study, "onecycle", curve(98.9))  # 99.2 on test: still short
+    for path in history.glob("*/verify.json"):  # no drill record: validation's gap to test unknown
+        record = json.loads(path.read_text())
+        record.pop(C.VALIDATION_KEY, None)
+        path.write_text(json.dumps(record))
+    study = optuna.create_study(direction="maximize",
+                                pruner=make_pruner(StudyConfig(pruner="reach-bar", epochs=EPOCHS, bar=99.4)))
+    assert not any(curve_trial(study, "onecycle", curve(98.0)) for _ in range(C.KEEP + 2))
+
+
+def test_a_schedule_without_runs_of_its_own_stops_only_where_every_other_schedule_says_so(history):
+    write_record(history / "step", "verify.json", FINALS, climb=2.0, dataset="mnist", schedule="step")  # slower climbs
+    study = optuna.create_study(direction="maximize",
+                                pruner=make_pruner(StudyConfig(pruner="reach-bar", epochs=EPOCHS, bar=99.4)))
+    for _ in range(C.KEEP):
+        curve_trial(study, "onecycle", curve(99.55))
+    assert not curve_trial(study, "cosine", curve(99.5, climb=2.0))  # short by onecycle's runs, on course by step's
+    assert curve_trial(study, "cosine", curve(98.5, climb=2.0))  # short by both
 
 
 def test_without_a_bar_reach_bar_is_the_median_rule(history):
@@ -97,7 +128,7 @@ def test_a_search_records_the_trainings_the_bar_stopped(tmp_path, data_root, mon
 
     for schedule in SMALL.schedule:  # runs of the search's 2 epochs that reached 99.x
         write_record(tmp_path / "studies" / schedule, "verify.json", FINALS, epochs=2, dataset="mnist",
-                     schedule=schedule)
+                     schedule=schedule, **{C.VALIDATION_KEY: statistics.mean(FINALS)})
     trials = C.KEEP + 2
     study = run(cfg(data_root, trials=trials, pruner="reach-bar", bar=99.4), engine=Engine("cpu"))
     stopped = [t for t in study.trials if t.user_attrs.get("pruned_by") == "bar"]

@@ -33,6 +33,7 @@ from budgetnas.search.drill.warm import FILL_EMA, filled
 from budgetnas.search.engine import data as D
 from budgetnas.search.report.notebook import write_drill_report
 from budgetnas.search.study.config import StudyError, check_name
+from budgetnas.search.study.curves import VALIDATION_KEY
 from budgetnas.search.study.storage import make_storage
 from budgetnas.space import Arch, SpaceConfig, count_params, scale_to_budget
 from budgetnas.space.derive import derive_space, knob_values, to_toml
@@ -333,7 +334,7 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(tiny_d
         "The pick was sampled by the search in Narrow" in report)  # where the warm starts came from, and the pick
     for stage in ("explore", "narrow"):  # one-cycle runs face one-cycle runs (search/study/config.py)
         stored = optuna.load_study(study_name=f"d/{stage}", storage=make_storage(cfg.storage_url)).user_attrs["config"]
-        assert (stored["pruner"], stored["bar"]) == ("median-by-schedule", cfg.bar)
+        assert (stored["pruner"], stored["bar"]) == ("reach-bar", cfg.bar)
     study = optuna.load_study(study_name="d", storage=make_storage(cfg.storage_url))
     assert study.user_attrs["done"] == ["explore", "narrow", "race", "verify"]
     assert study.user_attrs["spent"] <= 1.5 * cfg.seconds + study.user_attrs["plan"]["full_training_s"]  # its clock
@@ -361,6 +362,8 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(tiny_d
     verify = json.loads((folder / "verify.json").read_text())
     assert [r["seed"] for r in verify["runs"]] == [0, 1]
     assert (verify["dataset"], verify["schedule"]) == (cfg.dataset, Arch.read(folder / "best.json").recipe.schedule)
+    scores = study.user_attrs["choice"]["scores"]  # the pick on validation, for reach-bar's validation-to-test gap
+    assert verify[VALIDATION_KEY] == pytest.approx(sum(scores) / len(scores))
 
 
 def test_the_race_trains_a_rounds_seeds_side_by_side_and_keeps_each(tiny_drill, monkeypatch):

@@ -4,6 +4,7 @@ first read here."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import replace
 
 from ...space import Arch, count_params
@@ -12,6 +13,7 @@ from ..engine.results import write_json
 from ..engine.seeds import DataSpec, SeedRun
 from ..engine.train import VERIFY_ENGINE
 from ..engine.verify import distribution_line, summarise, verdict, verdict_line, verify_record
+from ..study.curves import VALIDATION_KEY
 from . import racing as R
 from . import seedwork
 from .state import Verified
@@ -37,6 +39,8 @@ def verify(drill) -> None:
         drill.study.set_user_attr("verify_runs", {str(k): v for k, v in done.items()})  # each seed kept as it ends
     summaries = [done[s] for s in range(c.seeds)]
     v = verdict(summaries, c.bar)
-    write_json(c.folder / "verify.json", verify_record(str(module), v, summaries, c.dataset, arch.recipe, engine))
+    on_validation = {VALIDATION_KEY: statistics.mean(choice.scores)}  # what reach-bar's val-to-test gap is read from
+    write_json(c.folder / "verify.json", verify_record(str(module), v, summaries, c.dataset, arch.recipe, engine,
+                                                       on_validation))
     drill.write("verify", Verified(v, count_params(arch)))
     drill.log(f"[verify] {verdict_line(v, count_params(arch))}; {distribution_line(v)}")

@@ -157,11 +157,13 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 
 
-def verify_record(target: str, v: dict, summaries: list[dict], dataset: str, recipe: Recipe, engine) -> dict:
+def verify_record(target: str, v: dict, summaries: list[dict], dataset: str, recipe: Recipe, engine,
+                  extra: dict | None = None) -> dict:
     """A verify's JSON record: the verdict and every seed, with what a later reader keys runs by
-    (the dataset and the LR schedule: study/curves.py) and how it was made."""
+    (the dataset and the LR schedule: study/curves.py), `extra` (a drill's: its pick on validation)
+    and how it was made."""
     return {"target": target, "verdict": v, "runs": summaries, "dataset": dataset, "schedule": recipe.schedule,
-            **provenance(engine)}
+            **(extra or {}), **provenance(engine)}
 
 
 def verdict_line(v: dict, params: int) -> str:

@@ -27,7 +27,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from ... import baselines
 from ...space import Arch, SpaceConfig, min_params, params_of
-from ...space.arch import size_text
+from ...space.arch import SCHEDULES, size_text
 from ...space.errors import BadInput
 from ...space.sample import DEFAULT_INPUT, fits, params_in
 from ..engine.data import VAL_SPLITS, Data
@@ -292,8 +292,9 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
         # the first epochs of a one-cycle run are noisy: no verdict before epoch 2 (epoch 1 in short runs)
         startup, warmup = 5, min(2, max(1, cfg.epochs // 3))
         if cfg.pruner == "reach-bar":  # and against what passed before (study/curves.py)
-            by_schedule = {s: curves.fits(curves.past_curves(cfg.dataset, s, cfg.epochs)) for s in cfg.space.schedule}
-            return curves.ReachBar(cfg.bar, by_schedule, MedianBySchedule(startup, warmup))
+            by_schedule = {s: curves.fits(curves.past_curves(cfg.dataset, s, cfg.epochs)) for s in SCHEDULES}
+            offsets = curves.past_offsets(cfg.dataset)  # the largest: a near miss on validation may pass on test
+            return curves.ReachBar(cfg.bar, by_schedule, MedianBySchedule(startup, warmup), max(offsets, default=None))
         if cfg.pruner == "median-by-schedule":
             return MedianBySchedule(startup, warmup)
         return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
