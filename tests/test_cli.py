@@ -47,7 +47,8 @@ CASES = [
 
 BAD_SPACE = ['head = ["gapp"]', 'optimizer = ["lbfgs"]', "lr = [0, 0.1]", "dropout = [0.0, 1.0]", "batch_size = [0]",
              "ema = [1.5]", "channels = [0, 8]", "channel_step = 0", "rotate_step = 0.0", 'schedule = ["linear"]',
-             "step_gamma = [0.0]", "weight_decay = [-1e-4]", "translate = [0.0, 1.0]", "stages = [0, 2]"]
+             "step_gamma = [0.0]", "weight_decay = [-1e-4]", "translate = [0.0, 1.0]", "stages = [0, 2]",
+             "label_smoothing = [1.0]"]
 
 
 @pytest.mark.parametrize("line", BAD_SPACE)
