@@ -93,10 +93,11 @@ def _span(knob: str, values: list, top: list, broad: SpaceConfig) -> tuple:
     return (round(new_lo, 6), round(new_hi, 6))
 
 
-def to_toml(space: SpaceConfig, comment: str = "") -> str:
-    """`space` as a `[space]` table a person can read, edit and pass to `budgetnas search --config`."""
+def to_toml(space: SpaceConfig | dict, comment: str = "") -> str:
+    """`space` (or its knobs as a record keeps them) as a `[space]` table a person can read, edit and
+    pass to `budgetnas search --config`."""
     lines = [f"# {line}" if line else "#" for line in comment.splitlines()] + ["[space]"]
-    for k, v in space.to_dict().items():
+    for k, v in (space.to_dict() if isinstance(space, SpaceConfig) else space).items():
         lines.append(f"{k} = {_toml_value(v)}")
     return "\n".join(lines) + "\n"
 

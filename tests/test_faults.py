@@ -141,6 +141,25 @@ def dead_pid() -> int:
     return proc.pid
 
 
+def test_a_trial_no_worker_stamped_is_gone_when_every_process_that_joined_before_it_is():
+    """A process killed between asking a trial and stamping it: whose the trial can be is every
+    process that joined the study before it began; a live one (or another machine's) keeps it."""
+    import datetime
+
+    from budgetnas.search.study.workers import worker_gone
+
+    here = socket.gethostname()
+    began = datetime.datetime.now()
+    trial = optuna.trial.create_trial(state=TrialState.RUNNING)
+    trial.datetime_start = began
+    before, after = began.timestamp() - 1, began.timestamp() + 1
+    dead, live = f"{here}:{dead_pid()}", f"{here}:{os.getpid()}"
+    assert worker_gone(trial, {}) and worker_gone(trial, {dead: before, live: after})
+    assert not worker_gone(trial, {dead: before, live: before})
+    assert not worker_gone(trial, {dead: before, "another-machine:1": before})
+    assert not worker_gone(optuna.trial.create_trial(state=TrialState.FAIL), {})  # only RUNNING ones are judged
+
+
 @pytest.mark.parametrize("url", ["sqlite:///o.db", "journal:o.journal"])
 def test_a_dead_workers_trials_are_failed_at_once_and_retried_once(tmp_path, url):
     import socket

@@ -351,31 +351,46 @@ def test_the_counts_count_what_a_kill_could_break():
 
 # A search killed at a stated point the random kills rarely hit: right after Optuna made the trial
 # (RUNNING, in the storage), before the objective starts. At 3ea755a the objective stamped the trial
-# with its worker, so this one had none and stayed RUNNING for good (docs/reliability.md).
+# with its worker, so this one had none and stayed RUNNING for good (docs/reliability.md). Killed
+# before the sampler stamps it (a few storage writes later), it was judged gone only a minute after
+# it began: CI's kill-anywhere run resumed sooner and ended with it RUNNING (now the study's joins
+# say whose it can be, study/workers.py `join`).
 KILLED_AFTER_ASK = """
 import os, signal, sys
 import optuna
 from budgetnas.search.cli import main
+from budgetnas.search.study.config import StampingTPE
 
-ask = optuna.Study.ask
+ask, stamp = optuna.Study.ask, StampingTPE.before_trial
 
-def ask_then_die(self, *a, **k):
-    trial = ask(self, *a, **k)
-    if self.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+def die_once_one_completed(study):
+    if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         os.kill(os.getpid(), signal.SIGKILL)
+
+def ask_then_die(self, *a, **k):  # the trial made and stamped, its objective not begun
+    trial = ask(self, *a, **k)
+    die_once_one_completed(self)
     return trial
 
-optuna.Study.ask = ask_then_die
+def die_before_stamp(self, study, trial):  # the trial made, not yet stamped
+    die_once_one_completed(study)
+    return stamp(self, study, trial)
+
+if sys.argv.pop(1) == "before-stamp":
+    StampingTPE.before_trial = die_before_stamp
+else:
+    optuna.Study.ask = ask_then_die
 main(sys.argv[1:])
 """
 
 
-def test_a_search_killed_between_ask_and_objective_leaves_no_trial_running(tmp_path):
+@pytest.mark.parametrize("point", ["after-ask", "before-stamp"])
+def test_a_search_killed_between_ask_and_objective_leaves_no_trial_running(tmp_path, point):
     write_idx_dataset(tmp_path)
     args = [*SEARCH[:SEARCH.index("--trials")], "--trials", "3", "--epochs", "1", "--val-size", "200",
             "--no-warm-start", "--workers", "1", "--threads", "1", "--data-dir", str(tmp_path)]
     env = {**os.environ, "BUDGETNAS_DATA": str(tmp_path / "nowhere")}
-    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_ASK, *args], cwd=tmp_path, env=env, capture_output=True,
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_ASK, point, *args], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=300, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-800:] + killed.stderr[-800:]
     resumed = subprocess.run([sys.executable, "-c", ENTRY, *args], cwd=tmp_path, env=env, capture_output=True,

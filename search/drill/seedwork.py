@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from ..engine.seeds import DataSpec, SeedRun, train_seeds
 from ..engine.train import Engine
 from ..study.storage import worker_id
-from ..study.workers import fail_gone
+from ..study.workers import fail_gone, join
 
 POLL_S = 2.0  # how often a waiting leader or an idle joined worker looks again
 
@@ -54,6 +54,7 @@ def claim(study: optuna.Study, most: int) -> list[optuna.trial.FrozenTrial]:
     """Up to `most` waiting trials of one engine setting, each now RUNNING and this process's
     (another taker gets others)."""
     got = []
+    join(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         if len(got) == most:
             break

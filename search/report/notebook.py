@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import optuna
 
-from ...space import Arch, SpaceConfig
+from ...space import Arch
 from ...space.derive import to_toml
 from ..drill import racing as R
 from ..drill import state
@@ -137,16 +137,15 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
         if derived:
             lines += [(f"**Analysis.** The {len(derived.from_trials)} best trials "
                        f"({', '.join(map(str, derived.from_trials))}) decide the next space: "
-                       + agreement(SpaceConfig.from_dict(derived.space)) + "."), ""]
+                       + agreement(derived.space) + "."), ""]
     if narrow is not None and derived:
-        narrow_space = SpaceConfig.from_dict(derived.space)
         lines += ["## 2. Narrow", "",
                   (f"**Target.** The best models in the derived space at full fidelity ({cfg['epochs']} epochs on all "
                    f"training images but the validation split), warm-started from Explore's best three{warm_words(derived.warm)}."
                    + (" Every sampled model has its widths scaled by the largest one factor that keeps it within the "
                       "budget, so models of other depths compete at the same budget."
                       if narrow.user_attrs.get("config", {}).get("fill") else "")
-                   + " The space, as `narrow-space.toml`:"), "", "```toml", to_toml(narrow_space).rstrip(), "```", "",
+                   + " The space, as `narrow-space.toml`:"), "", "```toml", to_toml(derived.space).rstrip(), "```", "",
                   "**Results.**", ""]
         if completed(narrow):
             plot_front(narrow, folder / "narrow-front.png")
@@ -270,10 +269,11 @@ def warm_words(warm: list[str]) -> str:
     return f", each also {wide}" if not all(s.endswith(FILLED) for s in stems) else f" {wide}"
 
 
-def agreement(space: SpaceConfig) -> str:
-    """The knobs a derived space fixes and the ones it leaves open, in words."""
+def agreement(space: dict) -> str:
+    """The knobs a derived space fixes and the ones it leaves open, in words: the knobs the drill
+    recorded, so a knob added since (at its default) leaves an older notebook's text as it was."""
     fixed, open_ = [], []
-    for k, v in space.to_dict().items():
+    for k, v in space.items():
         if not isinstance(v, list):
             continue
         (fixed if len(set(map(str, v))) == 1 else open_).append(f"{k} {v[0] if len(set(map(str, v))) == 1 else v}")

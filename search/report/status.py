@@ -13,13 +13,14 @@ from ..drill.run import STAGES, stage_study
 from ..engine.verify import distribution_line, verdict_line
 from ..study.config import fingerprint_of
 from ..study.select import best_trial, completed, pareto_front, top_trials, val_acc
-from ..study.workers import worker_gone
+from ..study.workers import joined, worker_gone
 
 
 def stale(study: optuna.Study) -> list[int]:
     """RUNNING trials whose worker, a process of this machine, no longer exists (killed): the next
     resume ends them FAIL and runs them again (study/workers.py `fail_orphans`)."""
-    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if worker_gone(t)]
+    joins = joined(study)
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if worker_gone(t, joins)]
 
 
 def running(study: optuna.Study) -> bool:

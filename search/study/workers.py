@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import multiprocessing
@@ -10,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +24,7 @@ from ..engine.seeds import die_with_parent
 from ..engine.train import Engine, threads_each
 from .config import StudyConfig, StudyError, open_study
 from .objective import make_objective
-from .storage import make_storage, redact
+from .storage import make_storage, redact, worker_id
 
 
 def artifact_dir(name: str) -> Path:
@@ -75,6 +75,7 @@ def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int =
         out.write_text(json.dumps({**cfg.to_dict(), "engine": engine.pinned().to_dict()}, indent=1) + "\n")
     if worker == 0:
         fail_orphans(study)
+    join(study)
     objective = make_objective(budget=cfg.budget, space=cfg.space, epochs=cfg.epochs, data=data,
                                pareto=cfg.objective == "pareto", fill=cfg.fill, seed=cfg.seed, engine=engine, dry_run=cfg.dry_run,
                                notes=not cfg.dry_run, artifact_dir=None if cfg.dry_run else artifact_dir(cfg.name))
@@ -87,27 +88,49 @@ def run(cfg: StudyConfig, engine: Engine = Engine(), storage=None, worker: int =
     return study
 
 
-UNSTAMPED_S = 60.0  # a live worker stamps its trial the moment the objective starts
+JOINED = "joined "  # a study system attr a process sets before it asks any trial: "joined HOST:PID" -> when (epoch s)
 
 
-def worker_gone(t: optuna.trial.FrozenTrial) -> bool:
-    """Was `t` run by a process of this machine that no longer exists (killed, machine rebooted)?
-    Trials of other machines' workers are theirs to judge (their heartbeat). A RUNNING trial that
-    no worker stamped within UNSTAMPED_S of its start was asked by a process killed before its
-    objective began: gone too, or it would stay RUNNING for good."""
-    if "worker" not in t.user_attrs:
-        started = t.datetime_start
-        return (t.state == TrialState.RUNNING and started is not None
-                and (datetime.datetime.now() - started).total_seconds() > UNSTAMPED_S)
-    host, _, pid = t.user_attrs["worker"].rpartition(":")
+def join(study: optuna.Study) -> None:
+    """Record that this process may ask trials of `study` from now on. A process killed between
+    asking a trial and stamping it (a few storage writes) leaves a RUNNING trial with no worker;
+    the joins say whose it can be: a process that joined before the trial began. Its first join
+    stands."""
+    if JOINED + worker_id() not in study._storage.get_study_system_attrs(study._study_id):
+        study._storage.set_study_system_attr(study._study_id, JOINED + worker_id(), time.time())
+
+
+def joined(study: optuna.Study) -> dict[str, float]:
+    """{worker: when it joined} for every process that ever asked trials of `study`."""
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    return {k.removeprefix(JOINED): v for k, v in attrs.items() if k.startswith(JOINED)}
+
+
+def dead_here(worker: str) -> bool:
+    """Is `worker` ("HOST:PID") a process of this machine that no longer exists (killed, rebooted)?
+    Other machines' workers are theirs to judge (their heartbeat)."""
+    host, _, pid = worker.rpartition(":")
     return host == socket.gethostname() and pid.isdigit() and not alive(int(pid))
+
+
+def worker_gone(t: optuna.trial.FrozenTrial, joins: dict[str, float]) -> bool:
+    """Was `t` run by a process that is gone (`dead_here`)? A RUNNING trial no worker stamped was
+    asked by a process that joined the study (`joins`, from `joined`) before the trial began: gone
+    when every such process is."""
+    if "worker" in t.user_attrs:
+        return dead_here(t.user_attrs["worker"])
+    if t.state != TrialState.RUNNING or t.datetime_start is None:
+        return False
+    began = t.datetime_start.timestamp()
+    return all(dead_here(w) for w, at in joins.items() if at <= began)
 
 
 def fail_gone(study: optuna.Study) -> None:
     """End FAIL the RUNNING trials whose worker is gone: on this machine by its pid (`worker_gone`),
     on any machine by its heartbeat where the storage keeps them (Optuna then queues a copy)."""
+    joins = joined(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if "worker" in t.user_attrs and worker_gone(t):
+        if worker_gone(t, joins):
             study.tell(t.number, state=TrialState.FAIL)
     with warnings.catch_warnings():  # "experimental" since 2.9
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -119,10 +142,10 @@ def fail_orphans(study: optuna.Study) -> None:
     at once (on SQLite and PostgreSQL the heartbeat would only do it after its grace period), and a
     FAIL trial of such a worker (one stopped by Ctrl-C or `kill`) is enqueued again, once. A retry
     that fails too is not retried again."""
-    trials = study.get_trials(deepcopy=False)
+    trials, joins = study.get_trials(deepcopy=False), joined(study)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:
-        if t.state not in (TrialState.RUNNING, TrialState.FAIL) or not worker_gone(t):
+        if t.state not in (TrialState.RUNNING, TrialState.FAIL) or not worker_gone(t, joins):
             continue
         if t.state == TrialState.RUNNING:
             study.tell(t.number, state=TrialState.FAIL)
@@ -132,7 +155,8 @@ def fail_orphans(study: optuna.Study) -> None:
                                                       **{k: t.user_attrs[k] for k in ("baseline", "warm_from")
                                                          if k in t.user_attrs}})
         if retry or t.state == TrialState.RUNNING:
-            print(f"trial {t.number:3d} FAIL     its worker ({t.user_attrs['worker']}) is gone"
+            who = t.user_attrs.get("worker", "killed before it stamped the trial")
+            print(f"trial {t.number:3d} FAIL     its worker ({who}) is gone"
                   f"{'; enqueued again' if retry else ''}", flush=True)
 
 
