@@ -121,20 +121,22 @@ def test_verify_counts_the_parameters_itself(tmp_path, data_root):
 @pytest.mark.parametrize("change", [{}, {"dropout": 0.1}, {"ema": 0.9}, {"label_smoothing": 0.1}],
                          ids=["plain", "dropout", "ema", "label-smoothing"])
 def test_the_module_trains_exactly_as_verify_reports(tmp_path, data_root, change):
-    """`python MODULE.py --seed S` and `budgetnas verify MODULE.py` seed S: the same per-epoch
-    loss and accuracies, to the last bit (CPU, fp32, one thread each)."""
+    """`python MODULE.py --seed S --threads T` and `budgetnas verify MODULE.py` seed S, which
+    records the T it trained with: the same per-epoch loss and accuracies, to the last bit (CPU,
+    fp32; another T splits the sums otherwise)."""
     recipe = {k: v for k, v in change.items() if k != "dropout"}
     arch = replace(TINY, dropout=change.get("dropout", 0.0)).with_recipe(epochs=2, **recipe)
     path = tmp_path / "m.py"
     path.write_text(render(arch, {"Study": "t"}))
     raw = str(data_root / "MNIST" / "raw")
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(path), "--data", raw, "--seed", "1", "--device", "cpu",
-                    "--history", str(tmp_path / "module.json")], cwd=tmp_path, env=env, check=True, capture_output=True)
-    main(["verify", str(path), "--seeds", "2", "--data-dir", str(data_root), "--threads", "1", "--device", "cpu",
+    main(["verify", str(path), "--seeds", "2", "--data-dir", str(data_root), "--threads", "2", "--device", "cpu",
           "--json", str(tmp_path / "verify.json"), "--bar", "1"])
-    ours = json.loads((tmp_path / "verify.json").read_text())["runs"][1]["history"]
-    theirs = json.loads((tmp_path / "module.json").read_text())
+    run = json.loads((tmp_path / "verify.json").read_text())["runs"][1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, str(path), "--data", raw, "--seed", "1", "--device", "cpu", "--threads",
+                    str(run["threads"]), "--history", str(tmp_path / "module.json")], cwd=tmp_path, env=env, check=True,
+                   capture_output=True)
+    ours, theirs = run["history"], json.loads((tmp_path / "module.json").read_text())
     keys = ("epoch", "train_loss", "train_acc", "test_acc", "lr")
     assert [{k: r[k] for k in keys} for r in ours] == [{k: r[k] for k in keys} for r in theirs]
     assert len(ours) == 2

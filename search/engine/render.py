@@ -107,8 +107,9 @@ TEMPLATE = '''"""A {params:,}-parameter CNN for {shape}, {classes} classes, expo
 
 Standalone: needs only torch (and NumPy to read a .npz, Pillow an image folder). Retrains on
 all training images by RECIPE and tests after every epoch, with the loop `budgetnas verify`
-runs, so seed S here gives the per-epoch numbers verify reported for seed S:
-    python this_file.py --data PATH --seed 0
+runs, so seed S here gives the per-epoch numbers verify reported for seed S, on the same CPU
+with the torch threads it trained with (fp32 sums split by thread; verify.json keeps each seed's):
+    python this_file.py --data PATH --seed 0 --threads 1
 PATH is the data: a folder of IDX files (MNIST's raw/ folder), a .npz with x_train, y_train,
 x_test, y_test, or an image folder with train/<class>/ and test/<class>/.
 """
@@ -161,8 +162,13 @@ def main():
     p.add_argument("--seed", type=int, default=0, help="fixes initialisation, data order and augmentation")
     p.add_argument("--epochs", type=int, default=RECIPE["epochs"], help="default: the recipe's")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's); a seed's numbers depend on them")
     p.add_argument("--history", help="also write the per-epoch records to this JSON file")
     args = p.parse_args()
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"error: --threads must be at least 1, but got {{args.threads}}")
+        torch.set_num_threads(args.threads)
     try:
         train, test, _ = read(args.data)
     except DataError as e:

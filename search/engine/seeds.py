@@ -96,7 +96,7 @@ def train_one(run: SeedRun, engine: Engine, log: Callable[[str], None] | None = 
     except Diverged as e:
         diverged = str(e) or "the training loss became NaN or infinite"
     return {"tag": run.tag, "seed": run.seed, "params": cand.params, "epochs": recipe.epochs, "history": history,
-            "seconds": time.perf_counter() - t0, "diverged": diverged}
+            "seconds": time.perf_counter() - t0, "diverged": diverged, "threads": torch.get_num_threads()}
 
 
 def train_seeds(runs: list[SeedRun], engine: Engine, jobs: int = 1, log: Callable[[str], None] | None = None

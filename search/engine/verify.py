@@ -128,6 +128,7 @@ def summarise(record: dict) -> dict:
         "last3_test": test[-LAST:],
         "min_last3": 0.0 if record.get("diverged") else min(test[-LAST:]),
         "sec_per_epoch": statistics.mean(h["seconds"] for h in history) if history else 0.0,
+        **({"threads": record["threads"]} if "threads" in record else {}),  # a CPU seed's fp32 numbers depend on them
     }
     return {**out, **({"diverged": record["diverged"]} if record.get("diverged") else {}), "history": history}
 
