@@ -12,7 +12,7 @@ import torch
 from budgetnas.search.cli import main
 from budgetnas.search.engine import data as D
 from budgetnas.space import BadInput
-from tests.conftest import assert_one_line_error, idx_bytes, write_idx_folder, write_image_folder, write_npz
+from tests.conftest import assert_one_line_error, idx_bytes, run_drill, write_idx_folder, write_image_folder, write_npz
 
 WRITERS = {"npz": lambda root, **kw: write_npz(root / "data.npz", **kw),
            "folder": lambda root, **kw: write_image_folder(root / "images", **kw),
@@ -125,6 +125,14 @@ def unreadable_image(root):
     return d, "zz-broken.png: not a readable image"
 
 
+def float_pixel_images(root):
+    from PIL import Image
+
+    d = bad_folder(root)
+    Image.fromarray(np.full((32, 32), 0.5, np.float32)).save(d / "train" / "class00" / "zz-float.tif")
+    return d, "zz-float.tif: 32-bit float pixels have no fixed range"
+
+
 def class_missing_from_train(root):
     from PIL import Image
 
@@ -193,7 +201,7 @@ def gz_idx_corrupt(root):
 
 
 BAD = [mixed_sizes, unreadable_image, labels_out_of_range, too_large_for_memory, truncated_idx, not_a_dataset,
-       float_images, gz_idx_corrupt]  # found in the training split
+       float_images, float_pixel_images, gz_idx_corrupt]  # found in the training split
 BAD_TEST_SPLIT = [class_missing_from_train, labels_unseen_in_train, empty_split]  # only verify reads the test split
 
 
@@ -207,12 +215,26 @@ def test_bad_data_is_one_line_naming_the_file_exit_2_and_nothing_written(make, t
     for command in commands:
         result = cli(*command, "--dataset", str(path), cwd=tmp_path)
         assert_one_line_error(result, match)
-        assert str(path.name) in result.stderr
+        assert str(path.name) in result.stderr and "DataError" not in result.stderr  # ours, not passed off as Pillow's
         assert not (tmp_path / "studies").exists() and not any((tmp_path / "out").iterdir())
 
 
+def test_sixteen_bit_grey_images_are_scaled_by_their_depth_not_clipped(tmp_path):
+    """Pillow's convert("L") clips 16-bit pixels at 255 (a scan would read nearly white); they map
+    by their depth instead, to one grey channel."""
+    from PIL import Image
+
+    pixels = np.array([[0, 257, 32896, 65535]], np.uint16)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.fromarray(pixels).save(tmp_path / split / c / "0.png")
+    d = D.load(str(tmp_path), val_size=0)
+    assert d.train.images.shape == (2, 1, 1, 4) and d.train.images[0].flatten().tolist() == [0, 1, 128, 255]
+
+
 def test_a_drill_on_the_users_colour_data_verifies_a_module_for_it(tmp_path):
-    from budgetnas.search.drill.run import Drill, DrillConfig
+    from budgetnas.search.drill.run import DrillConfig
     from budgetnas.search.report.notebook import write_drill_report
 
     path = write_npz(tmp_path / "rgb.npz", n_train=900, n_test=200)
@@ -220,8 +242,7 @@ def test_a_drill_on_the_users_colour_data_verifies_a_module_for_it(tmp_path):
     # stage gets about its minimum; what this tests is the data, not the plan
     cfg = DrillConfig(name="rgb", dataset=str(path), budget=6000, hours=0.008, epochs=2, val_size=200, seeds=1,
                       workers=1)
-    drill = Drill(cfg, log=lambda line: None)
-    out = drill.run()
+    drill, out = run_drill(cfg)
     write_drill_report(drill.study, cfg.folder)  # as `budgetnas drill` does
     assert out.verdict["passed"] is None  # a drill without a bar verifies without a verdict (none by default)
     source = (cfg.folder / "best.py").read_text()

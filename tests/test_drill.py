@@ -37,7 +37,7 @@ from budgetnas.search.study.curves import VALIDATION_KEY
 from budgetnas.search.study.storage import make_storage
 from budgetnas.space import Arch, SpaceConfig, count_params, scale_to_budget
 from budgetnas.space.derive import derive_space, knob_values, to_toml
-from tests.conftest import filled_sample, write_idx_dataset, write_npz
+from tests.conftest import filled_sample, run_drill, write_idx_dataset, write_npz
 
 # ----------------------------------------------------------------------------- derived space
 BEST = {"stages": 2, "s0_convs": 2, "s0_c0": 8, "s0_c1": 12, "s0_padded": 1, "s1_transition": True, "s1_t": 10,
@@ -307,16 +307,8 @@ def tiny_drill(tmp_path_factory, worker_id):
                 mp.setattr(D, "read_source", guarded)
                 mp.setitem(drill_module.STAGES, "verify", verify)
                 torch.set_num_threads(1)
-                for _ in range(3):  # a loaded machine times its trainings slower: the drill then names the hours it needs
-                    try:
-                        drill = Drill(cfg, log=lambda line: None)
-                        out = drill.run()
-                        break
-                    except StudyError as e:
-                        need = re.search(r"too short .* use --hours ([\d.]+)", str(e))
-                        if need is None:
-                            raise
-                        cfg = replace(cfg, hours=float(need.group(1)))
+                drill, out = run_drill(cfg)
+                cfg = drill.cfg
                 write_drill_report(drill.study, cfg.folder)
             (root / "outcome.json").write_text(json.dumps({"out": {"verdict": out.verdict, "params": out.params},
                                                            "reads": reads, "hours": cfg.hours}))

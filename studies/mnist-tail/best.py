@@ -490,7 +490,7 @@ def _folder(root, test):
                       if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
         listed[which] = files
     first, size, grey = None, None, True
-    for which, files in listed.items():  # sizes and modes first, from the headers: nothing is decoded yet
+    for which, files in listed.items():  # sizes and modes first, from the headers (a 32-bit one: its range too)
         for f, _ in files:
             try:
                 with Image.open(f) as im:
@@ -499,7 +499,12 @@ def _folder(root, test):
                     elif im.size != size:
                         raise DataError(f"{f}: {im.size[0]}x{im.size[1]} pixels, but {first} is {size[0]}x{size[1]}; "
                                         "every image must have one size (resize them first)")
-                    grey = grey and im.mode in ("1", "L", "I;16", "I", "F")
+                    if im.mode == "F" or (im.mode == "I" and im.getextrema()[1] > 65535):
+                        raise DataError(f"{f}: {'32-bit float' if im.mode == 'F' else 'over-16-bit'} pixels have no "
+                                        "fixed range to map to 0..255; save the images with 8 or 16 bits")
+                    grey = grey and (im.mode in ("1", "L", "LA", "I") or im.mode.startswith("I;16"))
+            except DataError:  # ours, said already (a ValueError, as some of Pillow's refusals are)
+                raise
             except PILLOW_REFUSALS as e:
                 raise DataError(f"{f}: not a readable image ({type(e).__name__}: {e}); remove or replace it") from None
     if size is not None:
@@ -510,6 +515,8 @@ def _folder(root, test):
         for i, (f, _) in enumerate(files):
             try:
                 with Image.open(f) as im:
+                    if im.mode == "I" or im.mode.startswith("I;16"):  # 16 bits to 8 by their depth (convert clips at 255)
+                        im = im.convert("I").point(lambda v: v / 257 + 0.5)
                     pixels = torch.frombuffer(bytearray(im.convert("L" if grey else "RGB").tobytes()), dtype=torch.uint8)
             except PILLOW_REFUSALS as e:
                 raise DataError(f"{f}: not a readable image ({type(e).__name__}: {e}); remove or replace it") from None
