@@ -67,9 +67,10 @@ def study_results(study: optuna.Study) -> list[str]:
               f"{counts['early (pruner)']}{bar_words(counts)} | {counts['diverged']} | {seconds_spent(study) / 60:.1f} min |"),
              "",
              by_schedule(study), "",
-             "The best five by validation (mean of the last 3 epochs):", "",
-             "| trial | params | val | model |", "|---:|---:|---:|---|"]
+             "The best five by validation (mean of the last 3 epochs; the race ranks Narrow's by the worst of them):", "",
+             "| trial | params | val | worst of last 3 | model |", "|---:|---:|---:|---:|---|"]
     lines += [f"| {t.number} | {t.user_attrs['params']:,} | {val_acc(t):.2f}% | "
+              f"{R.seed_score([h['val_acc'] for h in t.user_attrs['history']]):.2f}% | "
               f"{describe(Arch.from_dict(t.user_attrs['arch']))} |" for t in rows]
     return lines + [""]
 
@@ -161,7 +162,7 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
         tie = 100.0 / cfg["val_size"]
         plot_race(race, folder / "race.png")
         lines += ["## 3. Race", "",
-                  (f"**Target.** One training is a draw. Narrow's top {len(race.runners)} by their own run get "
+                  (f"**Target.** One training is a draw. Narrow's top {len(race.runners)} by their own run's worst of the last {R.LAST} validation epochs get "
                    f"extra seeds on validation, round by round ({R.MIN_SEEDS} seeds each, up to {R.MAX_SEEDS} "
                    f"while the leader's standard error is as large as its lead over the runner-up or its distance from the bar); a candidate is dropped when its statistic falls {R.Z:g} standard errors of a "
                    "difference behind the leader's. A seed's score is the worst of its last "
