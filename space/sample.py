@@ -428,7 +428,9 @@ def min_params(space: SpaceConfig, like: Arch = DEFAULT_INPUT, *,
             continue
         counts.append(count_params(arch))
     if not counts:
-        raise BadInput(f"no model in the space fits a {size_text(size)} image: {space.to_dict()}")
+        raise BadInput(f"no model in the space fits a {size_text(size)} image: even its fewest stages "
+                       f"({space.stages[0]}, each after the first halving the image) shrink it to nothing; use larger "
+                       "images, or a space with fewer stages (a study's [space] stages)")
     return min(counts)
 
 
