@@ -162,8 +162,8 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
         tie = 100.0 / cfg["val_size"]
         plot_race(race, folder / "race.png")
         lines += ["## 3. Race", "",
-                  (f"**Target.** One training is a draw. Narrow's top {len(race.runners)} by their own run's worst of the last {R.LAST} validation epochs get "
-                   f"extra seeds on validation, round by round ({R.MIN_SEEDS} seeds each, up to {R.MAX_SEEDS} "
+                  (f"**Target.** One training is a draw. Narrow's top {len(race.runners)} by their own run's worst of "
+                   f"the last {R.LAST} validation epochs get extra seeds on validation, round by round ({R.MIN_SEEDS} seeds each, up to {R.MAX_SEEDS} "
                    f"while the leader's standard error is as large as its lead over the runner-up or its distance from the bar); a candidate is dropped when its statistic falls {R.Z:g} standard errors of a "
                    "difference behind the leader's. A seed's score is the worst of its last "
                    f"{R.LAST} validation epochs; the statistic is their mean minus their standard deviation; "
