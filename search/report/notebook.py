@@ -22,6 +22,7 @@ from ...space import Arch
 from ...space.derive import to_toml
 from ..drill import racing as R
 from ..drill import state
+from ..drill.race import val_accs
 from ..drill.run import stage_study
 from ..drill.warm import FILLED, PRIOR
 from ..engine.verify import distribution_line
@@ -70,7 +71,7 @@ def study_results(study: optuna.Study) -> list[str]:
              "The best five by validation (mean of the last 3 epochs; the race ranks Narrow's by the worst of them):", "",
              "| trial | params | val | worst of last 3 | model |", "|---:|---:|---:|---:|---|"]
     lines += [f"| {t.number} | {t.user_attrs['params']:,} | {val_acc(t):.2f}% | "
-              f"{R.seed_score([h['val_acc'] for h in t.user_attrs['history']]):.2f}% | "
+              f"{R.seed_score(val_accs(t)):.2f}% | "
               f"{describe(Arch.from_dict(t.user_attrs['arch']))} |" for t in rows]
     return lines + [""]
 
