@@ -14,17 +14,16 @@ from pathlib import Path
 
 STUDIES = Path(__file__).parent
 
+records = {path: json.loads(path.read_text()) for path in sorted(STUDIES.glob("*/verify*.json"))}
+drills = {path.parent.name for path, result in records.items() if result.get("command", "").startswith("budgetnas drill ")}
 rows = []
-for path in sorted(STUDIES.glob("*/verify*.json")):
-    result = json.loads(path.read_text())
-    if result.get("command", "").startswith("budgetnas drill "):  # a drill's pick, whose module is a build output
+for path, result in records.items():
+    if path.parent.name in drills:  # a drill's pick, verified again or not: chosen by a race over seeds
         continue
     module = Path(result["target"])
     provenance = module.with_suffix(".provenance.json")  # the module's header lines, kept beside its Arch JSON
     header = ("\n".join(f"{k}: {v}" for k, v in json.loads(provenance.read_text()).items()) if provenance.is_file()
               else module.read_text()[:2000])
-    if "Drill: " in header:  # a drill's pick: chosen by a race over seeds, not by one validation score
-        continue
     val = re.search(r"Validation accuracy: ([\d.]+)% \(mean of the last 3 of (\d+) epochs, (\d+) held-out", header)
     trial = re.search(r"Study: (\S+), trial (\d+)", header)
     tests = [x for run in result["runs"] for x in run["last3_test"]]
