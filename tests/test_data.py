@@ -71,6 +71,21 @@ def test_missing_dir_offline_says_what_to_do(tmp_path, monkeypatch):
     assert not (tmp_path / "nowhere").exists()  # nothing created when nothing arrived
 
 
+def test_a_data_root_that_is_a_file_is_refused_before_any_download(tmp_path, monkeypatch):
+    monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: pytest.fail("downloaded into a file"))
+    (tmp_path / "root").write_text("not a folder")
+    for root in (tmp_path / "root", tmp_path / "root" / "below"):
+        with pytest.raises(DataError, match=r"root is a file, not a folder.*data root \(--data-dir"):
+            load("mnist", root)
+
+
+def test_a_download_says_where_from_before_it_waits(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(DataError):
+        load("mnist", tmp_path / "nowhere")
+    assert "train-images-idx3-ubyte.gz is missing; fetching https://" in capsys.readouterr().err
+
+
 def test_unknown_dataset():
     with pytest.raises(DataError, match="not one of mnist"):
         load("cifar")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -150,6 +151,8 @@ def download(source: Source, raw_dir: Path) -> None:
             continue
         errors = []
         for base in source.mirrors:
+            # said first: an unreachable mirror can take a minute to fail, and the wait should have a reason
+            print(f"data: {raw_dir / name} is missing; fetching {base}{name}", file=sys.stderr, flush=True)
             try:
                 with urllib.request.urlopen(base + name, timeout=30) as r:
                     blob = r.read()
@@ -176,6 +179,10 @@ def source_path(dataset: str, data_dir: str | os.PathLike | None = None, allow_d
     if dataset in DATASETS:
         source = DATASETS[dataset]
         raw_dir = resolve_root(data_dir) / source.folder / "raw"
+        there = next(p for p in (raw_dir, *raw_dir.parents) if p.exists())  # "." at worst
+        if not there.is_dir():
+            raise DataError(f"{there} is a file, not a folder: the data root (--data-dir / $BUDGETNAS_DATA) is a "
+                            f"folder holding {source.folder}/raw/")
         if not all((raw_dir / f).exists() for f in FILES.values()):
             if not allow_download:
                 raise DataError(f"{raw_dir}: missing IDX files {sorted(FILES.values())}")
