@@ -491,15 +491,17 @@ def test_a_drill_killed_in_narrow_and_in_race_resumes_without_losing_or_repeatin
     assert text.count("drill: breaking the lock of pid") == 2  # each killed drill's, as the next one starts
 
 
-@pytest.mark.parametrize("argv", [["--name", "../up", "--budget", "5000"], ["--name", "ok", "--budget", "10"],
-                                  ["--name", "ok", "--budget", "5000", "--hours", "-1"]])
-def test_bad_drill_input_is_one_line_exit_2_and_writes_nothing(argv, tmp_path, capsys):
+@pytest.mark.parametrize("argv, said", [(["--name", "../up", "--budget", "5000"], "a drill's name"),
+                                        (["--name", "ok", "--budget", "10"], "budget"),
+                                        (["--name", "ok", "--budget", "5000", "--hours", "-1"], "hours must be")])
+def test_bad_drill_input_is_one_line_exit_2_and_writes_nothing(argv, said, tmp_path, data_root, capsys):
     from budgetnas.search.cli import main
 
-    with pytest.raises(SystemExit) as e:
-        main(["drill", *argv])
+    with pytest.raises(SystemExit) as e:  # with data at hand, so that what is refused is the flag, not missing files
+        main(["drill", *argv, "--data-dir", str(data_root)])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and err.startswith("budgetnas: error:") and len(err.splitlines()) == 1
+    assert said in err, err
     assert not (tmp_path / "studies").exists() and not (tmp_path.parent / "up").exists()
 
 

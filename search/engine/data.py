@@ -146,20 +146,20 @@ def read_source(path: Path, test: bool) -> tuple[Split, Split | None]:
 
 def download(source: Source, raw_dir: Path) -> None:
     """Fetch missing files from the published mirrors (those torchvision uses), md5-checked."""
-    for name, md5 in source.md5.items():
-        if (raw_dir / name).exists():
-            continue
+    missing = [name for name in source.md5 if not (raw_dir / name).exists()]
+    # said first: an unreachable mirror can take a minute to fail, and the wait should have a reason
+    print(f"data: downloading {', '.join(missing)} into {raw_dir}/ from {' or '.join(source.mirrors)}",
+          file=sys.stderr, flush=True)
+    for name in missing:
         errors = []
         for base in source.mirrors:
-            # said first: an unreachable mirror can take a minute to fail, and the wait should have a reason
-            print(f"data: {raw_dir / name} is missing; fetching {base}{name}", file=sys.stderr, flush=True)
             try:
                 with urllib.request.urlopen(base + name, timeout=30) as r:
                     blob = r.read()
             except OSError as e:
                 errors.append(f"{base}: {e}")
                 continue
-            if hashlib.md5(blob).hexdigest() != md5:
+            if hashlib.md5(blob).hexdigest() != source.md5[name]:
                 errors.append(f"{base}{name}: md5 mismatch")
                 continue
             raw_dir.mkdir(parents=True, exist_ok=True)  # only once something arrived
