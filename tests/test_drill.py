@@ -337,6 +337,10 @@ def test_a_drill_runs_every_stage_and_reads_the_test_split_only_in_verify(tiny_d
         assert (stored["pruner"], stored["bar"]) == ("reach-bar", cfg.bar)
     study = optuna.load_study(study_name="d", storage=make_storage(cfg.storage_url))
     assert study.user_attrs["done"] == ["explore", "narrow", "race", "verify"]
+    ended = study.user_attrs["ended"]  # each stage's end on the drill's clock, in order, shown beside the plan's
+    assert list(ended) == study.user_attrs["done"] and sorted(ended.values()) == list(ended.values())
+    assert ended["verify"] <= study.user_attrs["spent"]
+    assert f"| verify | {out['verdict']['seeds']} | yes | {cfg.hours * 60:.1f} | {ended['verify'] / 60:.1f} |" in report
     assert study.user_attrs["spent"] <= 1.5 * cfg.seconds + study.user_attrs["plan"]["full_training_s"]  # its clock
     assert not (folder / "drill.lock").exists()
     narrow = optuna.load_study(study_name="d/narrow", storage=make_storage(cfg.storage_url))

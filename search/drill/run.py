@@ -94,6 +94,8 @@ class Drill:
                         self.log(f"[{name}] starting at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.1f}")
                         stage(self)
                         self.clock.save()
+                        ended = self.study.user_attrs.get("ended", {})  # against the plan's ends, in the notebook
+                        self.study.set_user_attr("ended", {**ended, name: self.clock.now()})
                         self.study.set_user_attr("done", [*self.done(), name])
                         self.log(f"[{name}] done at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.1f}")
             finally:

@@ -104,6 +104,10 @@ def plot_verify_curves(verify: dict, path: Path) -> None:
     save(fig, ax, path, "epoch", "test accuracy (%)", f"verify: test accuracy per epoch ({len(verify['runs'])} seeds)")
 
 
+def minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f}"
+
+
 def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
     a = drill.user_attrs
     cfg, plan, derived = a["config"], state.read(drill, "plan"), state.read(drill, "space")
@@ -120,11 +124,14 @@ def write_drill_report(drill: optuna.Study, folder: Path) -> Path:
               f"{cfg.get('workers') or 'one per core'} worker(s), {a.get('spent', 0) / 60:.0f} min spent; "
               f"bar {bar if bar is not None else 'none (maximise accuracy)'}; verify seeds {cfg['seeds']}; full fidelity "
               f"{cfg['epochs']} epochs; {cfg['val_size']:,} validation images held out from the training file."), "",
-             "| stage | trainings | done |", "|---|---:|---|",
-             f"| explore | {len(trained(explore))} | {'yes' if 'explore' in done else 'no'} |",
-             f"| narrow | {len(trained(narrow))} | {'yes' if 'narrow' in done else 'no'} |",
-             f"| race | {race_trainings} | {'yes' if 'race' in done else 'no'} |",
-             f"| verify | {len(verify['runs']) if verify else 0} | {'yes' if 'verify' in done else 'no'} |", ""]
+             "| stage | trainings | done | planned to end at, min | ended at, min |", "|---|---:|---|---:|---:|"]
+    trainings = {"explore": len(trained(explore)), "narrow": len(trained(narrow)), "race": race_trainings,
+                 "verify": len(verify["runs"]) if verify else 0}
+    planned = ({"explore": plan.explore_end, "narrow": plan.narrow_end, "race": plan.race_end} if plan else {}) | {
+        "verify": cfg["hours"] * 3600}  # the last re-plan's ends; Verify's is the hours
+    ended = a.get("ended", {})  # not recorded by drills before 2026-12-07
+    lines += [f"| {s} | {n} | {'yes' if s in done else 'no'} | {minutes(planned.get(s))} | {minutes(ended.get(s))} |"
+              for s, n in trainings.items()] + [""]
     if explore is not None and completed(explore):
         plot_front(explore, folder / "explore-front.png")
         lines += ["## 1. Explore", "",
