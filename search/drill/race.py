@@ -28,7 +28,7 @@ def race(drill) -> None:
         state = Race(first[:R.candidates(c.n_workers)])
         drill.write("race", state)
     took = [trials[r.number].user_attrs["seconds"] for r in state.runners]
-    p = drill.measure("race", sum(took) / len(took))
+    p = drill.measure("race", max(took))  # Verify is reserved at the slowest: any runner may be the pick (7k-10's was)
     tie = 100.0 / c.val_size  # one validation image
     spec = c.stage("narrow").data
     while not (why := R.finished(state.alive(), c.bar)):
