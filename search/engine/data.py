@@ -147,9 +147,9 @@ def read_source(path: Path, test: bool) -> tuple[Split, Split | None]:
 def download(source: Source, raw_dir: Path) -> None:
     """Fetch missing files from the published mirrors (those torchvision uses), md5-checked."""
     missing = [name for name in source.md5 if not (raw_dir / name).exists()]
-    # said first: an unreachable mirror can take a minute to fail, and the wait should have a reason
-    print(f"data: downloading {', '.join(missing)} into {raw_dir}/ from {' or '.join(source.mirrors)}",
-          file=sys.stderr, flush=True)
+    if sys.stderr.isatty():  # a wait at a terminal gets its reason (a mirror can take a minute to fail); a log gets the outcome
+        print(f"data: downloading {', '.join(missing)} into {raw_dir}/ from {' or '.join(source.mirrors)}",
+              file=sys.stderr, flush=True)
     for name in missing:
         errors = []
         for base in source.mirrors:
