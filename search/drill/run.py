@@ -94,10 +94,10 @@ class Drill:
                         self.log(f"[{name}] starting at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.1f}")
                         stage(self)
                         self.clock.save()
-                        ended = self.study.user_attrs.get("ended", {})  # against the plan's ends, in the notebook
-                        self.study.set_user_attr("ended", {**ended, name: self.clock.now()})
+                        now, ended = self.clock.now(), self.study.user_attrs.get("ended", {})
+                        self.study.set_user_attr("ended", {**ended, name: now})  # beside the plan's ends, in the notebook
                         self.study.set_user_attr("done", [*self.done(), name])
-                        self.log(f"[{name}] done at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.1f}")
+                        self.log(f"[{name}] done at {now / 60:.1f} min of {self.cfg.hours * 60:.1f}")
             finally:
                 self.clock.close()
         return self.read("verify")
