@@ -97,10 +97,12 @@ def add_data_args(p: argparse.ArgumentParser, dataset: bool = True, data_dir: bo
 def add_engine_args(p: argparse.ArgumentParser, certify: bool) -> None:
     """A search only ranks models on validation, so it trains the fast way (bf16 where native,
     channels last on a CPU). Verification and baselines certify test numbers: by default they
-    train exactly as the exported module's own train() does (fp32, eager, NCHW), which
+    train exactly as the exported module's own train() does (fp32, eager, NCHW, torch's dropout), which
     reproduces stored runs seed for seed; the other settings change the trajectory
     (docs/performance.md)."""
-    precision, layout = ("fp32", "off") if certify else ("auto", "auto")
+    from .engine.train import MASKS
+
+    precision, layout, masks = ("fp32", "off", "torch") if certify else ("auto", "auto", "auto")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
     p.add_argument("--precision", default=precision, choices=("auto", "fp32", "bf16"),
                    help=f"bf16 autocast for convolutions; auto: where it pays, a CPU with native bf16 (default: {precision})")
@@ -108,12 +110,14 @@ def add_engine_args(p: argparse.ArgumentParser, certify: bool) -> None:
                    help=f"NHWC weights and batches; auto: on a CPU, where it pays (default: {layout})")
     p.add_argument("--compile", default="off", choices=("auto", "on", "off"),
                    help="torch.compile the model; auto: off, no faster than channels last for a worker a core (default: off)")
+    p.add_argument("--masks", default=masks, choices=MASKS,
+                   help=f"dropout masks: fast (cut from 64-bit draws) or torch's; auto: fast on a CPU, where it pays (default: {masks})")
 
 
 def engine_of(args):
     from .engine.train import Engine
 
-    return Engine(args.device, args.precision, args.compile, args.channels_last).pinned()
+    return Engine(args.device, args.precision, args.compile, args.channels_last, args.masks).pinned()
 
 
 def add_study_args(p: argparse.ArgumentParser) -> None:
@@ -494,6 +498,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
+    from .engine.bench import TRAINING_ENGINES
+
     p = OneLineParser(prog="budgetnas", description="Architecture search for small CNNs under a parameter budget.")
     p.set_defaults(prepare=lambda args: None)  # commands that name a study resolve it first (add_study_args)
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=OneLineParser)
@@ -602,9 +608,10 @@ def parser() -> argparse.ArgumentParser:
                          "drill runs them, beside fp32 eager on one process with every thread (the old way)")
     bn.add_argument("--profile", action="store_true",
                     help="instead: where one search-stage training's time goes, by op (torch's profiler)")
-    bn.add_argument("--engines", nargs="+", choices=("search", "compiled", "verify", "old"), default=None,
-                    help="with --trainings: search (Explore, Narrow, Race), compiled (the search engine before channels "
-                         "last: bf16+compile), verify (fp32 eager), old (fp32 eager, 1 process); default all")
+    bn.add_argument("--engines", nargs="+", choices=TRAINING_ENGINES, default=None,
+                    help="with --trainings: search (Explore, Narrow, Race), torch-masks (the search engine before fast "
+                         "dropout masks), compiled (the search engine before channels last: bf16+compile), verify "
+                         "(fp32 eager), old (fp32 eager, 1 process); default all")
     bn.add_argument("--json", default=None, help="write the raw rows here")
     bn.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda: where both loops train")
     add_data_args(bn)

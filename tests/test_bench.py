@@ -1,6 +1,7 @@
 """`budgetnas bench`: each measurement runs, and the tables compute speedups per repeat."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -109,15 +110,18 @@ def test_trainings_ratio_is_the_median_of_per_repeat_ratios_and_absent_without_t
 
 def test_stage_engines_are_the_drills():
     assert stage_engine("verify") == Engine(device="cpu", **VERIFY_ENGINE)
-    assert stage_engine("old") == Engine(device="cpu", precision="fp32", compile="off", channels_last="off")
+    assert stage_engine("old") == Engine(device="cpu", precision="fp32", compile="off", channels_last="off", masks="torch")
     assert stage_engine("search") == Engine(device="cpu").pinned()  # what the drill's auto engine decides here
     compiled = stage_engine("compiled")
-    assert (compiled.precision, compiled.compile, compiled.channels_last) == (stage_engine("search").precision, "on", "off")
+    assert (compiled.precision, compiled.compile, compiled.channels_last, compiled.masks) == (
+        stage_engine("search").precision, "on", "off", "torch")  # as the search engine was before either
+    assert stage_engine("torch-masks") == replace(stage_engine("search"), masks="torch")
 
 
 def test_engine_labels_name_what_each_adds():
     assert [name for name in ENGINES] == ["reference", "ours fp32 eager", "ours bf16 eager", "ours fp32+compile",
-                                          "ours bf16+compile", "ours fp32+channels-last", "ours bf16+channels-last"]
+                                          "ours bf16+compile", "ours fp32+channels-last", "ours bf16+channels-last",
+                                          "ours bf16+channels-last+fast-masks"]
     assert engine_label(Engine(precision="bf16", compile="on", channels_last="on")) == "bf16+compile+channels-last"
 
 

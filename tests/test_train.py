@@ -6,7 +6,7 @@ import torch
 
 from budgetnas.search.engine.data import load
 from budgetnas.search.engine.loop import Diverged, augment, ema_decay, ema_split, ema_update, evaluate
-from budgetnas.search.engine.train import Engine, bf16_pays, channels_last_pays, train
+from budgetnas.search.engine.train import Engine, bf16_pays, channels_last_pays, fast_masks_pay, train
 from budgetnas.space import BadInput, build
 from tests.conftest import TINY
 
@@ -101,11 +101,11 @@ def test_augment_keeps_shape_and_moves_pixels():
 
 
 def test_engine_resolves_its_autos():
-    device, bf16, compiled, channels_last = Engine("cpu", "fp32", "auto", "auto").resolve()
-    assert device.type == "cpu" and not bf16 and not compiled and channels_last  # compile's auto is off
-    assert Engine("cpu", "bf16", "off", "off").resolve()[1:] == (True, False, False)
+    device, bf16, compiled, channels_last, fast = Engine("cpu", "fp32", "auto", "auto").resolve()
+    assert device.type == "cpu" and not bf16 and not compiled and channels_last and fast  # compile's auto is off
+    assert Engine("cpu", "bf16", "off", "off", "torch").resolve()[1:] == (True, False, False, False)
     assert Engine("cpu", "fp32", "on").resolve()[2]
-    assert Engine("cpu", "bf16").pinned() == Engine("cpu", "bf16", "off", "on")
+    assert Engine("cpu", "bf16").pinned() == Engine("cpu", "bf16", "off", "on", "fast")
     assert Engine("cpu", "auto").pinned().precision in ("bf16", "fp32")
     with pytest.raises(BadInput, match="precision must be"):
         Engine(precision="fp16")
@@ -117,7 +117,7 @@ def test_engine_resolves_its_autos():
 
 def test_auto_engine_is_fp32_eager_on_cuda():  # `bench --device cuda`: bf16 and compile were both slower there
     cuda = torch.device("cuda")  # a device object only: no GPU needed
-    assert not bf16_pays(cuda) and not channels_last_pays(cuda)
+    assert not bf16_pays(cuda) and not channels_last_pays(cuda) and not fast_masks_pay(cuda)
 
 
 def test_channels_last_training_learns_and_its_weights_load_into_a_plain_model(data_root):

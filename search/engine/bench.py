@@ -94,14 +94,17 @@ def engine_label(engine: Engine | dict) -> str:
     """"bf16+channels-last", "fp32 eager", ...: what a pinned engine adds to fp32, NCHW, eager."""
     e = engine if isinstance(engine, dict) else engine.to_dict()
     extras = [name for name, key in (("compile", "compile"), ("channels-last", "channels_last")) if e.get(key) == "on"]
+    extras += ["fast-masks"] if e.get("masks") == "fast" else []
     return e["precision"] + ("+" + "+".join(extras) if extras else " eager")
 
 
 # Our engine's settings (on the bench's device), measured one by one against the reference.
+# Each with torch's dropout masks, then the search engine of a CPU, which adds the fast ones.
 ENGINES = {"reference": None} | {
     f"ours {engine_label(e)}": e for e in (
-        Engine(precision=precision, compile=compiled, channels_last=layout)
-        for compiled, layout in (("off", "off"), ("on", "off"), ("off", "on")) for precision in ("fp32", "bf16"))}
+        *(Engine(precision=precision, compile=compiled, channels_last=layout, masks="torch")
+          for compiled, layout in (("off", "off"), ("on", "off"), ("off", "on")) for precision in ("fp32", "bf16")),
+        Engine(precision="bf16", channels_last="on", masks="fast"))}
 
 
 def search_engine(device: str) -> str:
@@ -130,7 +133,7 @@ def measure(name: str, arch_json: str, images: int, source: list, threads: int, 
         history = train(partial(build, arch), arch.recipe, data, engine=engine, progress=False)
         seconds = [r["seconds"] for r in history]  # no val/test split here: pure training
         on_dev = Split(split.images.to(dev), split.labels.to(dev))  # as train() holds it
-        fmt = torch.channels_last if engine.resolve()[3] else torch.contiguous_format
+        fmt = torch.channels_last if engine.resolve()[3] else torch.contiguous_format  # (device, bf16, compile, layout, masks)
         t0 = time.perf_counter()
         evaluate(build(arch).to(dev, memory_format=fmt), on_dev.images, on_dev.labels, data.mean.to(dev),
                  data.std.to(dev), fmt)
@@ -229,25 +232,29 @@ def workers_table(rows: list[dict]) -> str:
 # What `--trainings` measures: the engine each drill stage trains with, run as the drill runs it
 # (one worker a core, one thread each), and the old way (fp32, eager, one process with every
 # thread) in the same run, so that the ratio is measured, not remembered.
-TRAINING_ENGINES = ("search", "compiled", "verify", "old")
+TRAINING_ENGINES = ("search", "torch-masks", "compiled", "verify", "old")
 # A full training of each, costed: the search stages (Explore and Narrow at full fidelity, Race)
 # train on the training images less the default validation split and evaluate validation every
 # epoch; verify trains on all training images and evaluates test every epoch.
-STAGES = {"search": "explore/narrow/race", "compiled": "explore/narrow/race, compiled", "verify": "verify"}
+STAGES = {"search": "explore/narrow/race", "torch-masks": "explore/narrow/race, torch masks",
+          "compiled": "explore/narrow/race, compiled", "verify": "verify"}
 
 
 def stage_engine(key: str) -> Engine:
     """The engine `key` trains a full training with, pinned for this CPU: search, the drill's
-    engine (`Engine()`, auto) in Explore, Narrow and Race; compiled, the search engine before
-    channels last (bf16 where native, torch.compile); verify, VERIFY_ENGINE (fp32, eager, NCHW);
-    old, the same on one process."""
+    engine (`Engine()`, auto) in Explore, Narrow and Race; torch-masks, the search engine before
+    fast dropout masks; compiled, the search engine before channels last (bf16 where native,
+    torch.compile, torch's masks); verify, VERIFY_ENGINE (fp32, eager, NCHW, torch's masks); old,
+    the same on one process."""
     if key not in TRAINING_ENGINES:
         raise ValueError(f"engine must be one of {TRAINING_ENGINES}, but got {key!r}.")
     search = Engine(device="cpu").pinned()
     if key == "search":
         return search
+    if key == "torch-masks":
+        return replace(search, masks="torch")
     if key == "compiled":
-        return replace(search, compile="on", channels_last="off")
+        return replace(search, compile="on", channels_last="off", masks="torch")
     return Engine(device="cpu", **VERIFY_ENGINE)
 
 

@@ -16,8 +16,10 @@ from ...space import Recipe
 from ...space.errors import BadInput
 from .data import Data
 from .loop import fit
+from .masks import with_fast_masks
 
 DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
+MASKS = ("auto", "fast", "torch")  # Engine.masks
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -56,8 +58,14 @@ def channels_last_pays(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
+def fast_masks_pay(device: torch.device) -> bool:
+    """Do `FastDropout`'s masks make training faster here? On a CPU, yes: torch's `bernoulli_` drew a
+    quarter of the headline's step (engine/masks.py). On CUDA: not measured, so no."""
+    return device.type == "cpu"
+
+
 # Verify and baseline train as the exported module's own train() does, so that it reproduces them.
-VERIFY_ENGINE = {"precision": "fp32", "compile": "off", "channels_last": "off"}
+VERIFY_ENGINE = {"precision": "fp32", "compile": "off", "channels_last": "off", "masks": "torch"}
 
 
 @dataclass(frozen=True)
@@ -70,13 +78,16 @@ class Engine:
     `channels_last="auto"` means NHWC where it pays (`channels_last_pays`); it changes which
     kernels run, so rounding too. `compile="auto"` means off: at one thread a worker, as search
     and the drill train on a CPU, torch.compile was no faster than eager channels last on any
-    model measured, and on CUDA no faster than eager (docs/performance.md).
+    model measured, and on CUDA no faster than eager (docs/performance.md). `masks="auto"` means
+    dropout masks cut from 64-bit draws (engine/masks.py) where they pay (`fast_masks_pay`), torch's
+    `nn.Dropout` elsewhere; other random numbers, so a trajectory of its own too.
     """
 
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16
     compile: str = "auto"  # auto | on | off
     channels_last: str = "auto"  # auto | on | off
+    masks: str = "auto"  # auto | fast | torch: how dropout draws its masks
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,19 +99,23 @@ class Engine:
         for name in ("compile", "channels_last"):
             if getattr(self, name) not in ("auto", "on", "off"):
                 raise BadInput(f"{name} must be auto, on or off, but got {getattr(self, name)!r}.")
+        if self.masks not in MASKS:
+            raise BadInput(f"masks must be {', '.join(MASKS[:-1])} or {MASKS[-1]}, but got {self.masks!r}.")
 
     def pinned(self, device: torch.device | None = None) -> Engine:
         """The same engine with its autos decided for its device here, or for `device` (for the record)."""
-        _, bf16, compiled, channels_last = self.resolve(device)
+        _, bf16, compiled, channels_last, fast = self.resolve(device)
         on = {True: "on", False: "off"}
-        return replace(self, precision="bf16" if bf16 else "fp32", compile=on[compiled], channels_last=on[channels_last])
+        return replace(self, precision="bf16" if bf16 else "fp32", compile=on[compiled], channels_last=on[channels_last],
+                       masks="fast" if fast else "torch")
 
-    def resolve(self, device: torch.device | None = None) -> tuple[torch.device, bool, bool, bool]:
-        """(device, bf16?, compile?, channels last?), on its device or on `device`."""
+    def resolve(self, device: torch.device | None = None) -> tuple[torch.device, bool, bool, bool, bool]:
+        """(device, bf16?, compile?, channels last?, fast masks?), on its device or on `device`."""
         device = device or resolve_device(self.device)
         bf16 = self.precision == "bf16" or (self.precision == "auto" and bf16_pays(device))
         channels_last = self.channels_last == "on" or (self.channels_last == "auto" and channels_last_pays(device))
-        return device, bf16, self.compile == "on", channels_last
+        fast = self.masks == "fast" or (self.masks == "auto" and fast_masks_pay(device))
+        return device, bf16, self.compile == "on", channels_last, fast
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -120,14 +135,15 @@ def train(
     `on_epoch(record)` may raise (e.g. optuna.TrialPruned) to stop early; `progress=None` shows
     a bar only on a terminal. Raises `Diverged` on a NaN/inf loss.
     """
-    device, bf16, compiled, channels_last = engine.resolve()
+    device, bf16, compiled, channels_last, fast = engine.resolve()
+    make = (lambda: with_fast_masks(make_model())) if fast else make_model
     evals = {"val": data.val, "test": data.test if eval_test else None}
 
     def batches(n: int, epoch: int):
         return tqdm(range(n), desc=f"epoch {epoch}/{recipe.epochs}", leave=False,
                     disable=None if progress is None else not progress)
 
-    return fit(make_model, asdict(recipe), (data.train.images, data.train.labels),
+    return fit(make, asdict(recipe), (data.train.images, data.train.labels),
                {k: (s.images, s.labels) for k, s in evals.items() if s is not None}, data.mean, data.std,
                seed=seed, device=device, bf16=bf16, compiled=compiled, channels_last=channels_last,
                on_epoch=on_epoch, batches=batches)
