@@ -31,6 +31,7 @@ from budgetnas.search.drill.run import Drill
 from budgetnas.search.drill.state import Race
 from budgetnas.search.drill.warm import FILL_EMA, filled
 from budgetnas.search.engine import data as D
+from budgetnas.search.engine.train import threads_each
 from budgetnas.search.report.notebook import write_drill_report
 from budgetnas.search.study.config import StudyError, check_name
 from budgetnas.search.study.curves import VALIDATION_KEY
@@ -233,6 +234,32 @@ def test_hours_too_short_for_the_least_drill_are_refused_before_anything_is_writ
     assert least_s(p) == pytest.approx(1.8 + 1.8 + 2 * 2.4)
     assert least_s(p) <= need * 3600 < 1.5 * least_s(p)
     assert p.race_end + p.verify_s <= 1.3 * need * 3600
+
+
+def test_the_plan_costs_verify_on_the_threads_a_worker_trains_with(data_root, monkeypatch):
+    """Verify's seeds train a worker a core; timed on the leader's threads the fp32 engine looked
+    cheaper than it is (mnist-drill-7k-11 reserved 14.1 min and took 25.3). The search engine is
+    timed on the leader's threads (Explore's fidelity is set from it); the threads are put back."""
+    calls = []
+
+    def timed(arch, data, engine, images=2000):
+        calls.append((engine.precision, torch.get_num_threads()))
+        return 3e-3 if engine.precision == "fp32" else 1e-3
+
+    monkeypatch.setattr(plan_module, "seconds_per_image", timed)
+    leader, worker = 4, threads_each(2, cores=4)  # two workers on four cores: two threads each
+    monkeypatch.setattr(plan_module, "threads_each", lambda workers: threads_each(workers, cores=4))
+    before = torch.get_num_threads()
+    torch.set_num_threads(leader)
+    try:
+        cfg = DrillConfig(name="t", data_dir=str(data_root), **{**TINY, "workers": 2})
+        data = D.load("mnist", data_root, val_size=100, test=False)
+        p = plan_module.timed_plan(cfg, data, [], plan_module.Engine("cpu", "bf16"))
+        assert calls[-2:] == [("fp32", worker), ("bf16", worker)]  # the ratio, on a worker's threads
+        assert {c for c in calls[:-2]} == {("bf16", leader)} and torch.get_num_threads() == leader
+    finally:
+        torch.set_num_threads(before)
+    assert p.sec_per_image_verify == pytest.approx(3 * p.sec_per_image)
 
 
 def test_the_plan_times_models_drawn_from_the_default_space_within_the_budget(data_root):

@@ -74,3 +74,14 @@ def test_the_engine_picks_the_masks_and_verify_keeps_torchs(data_root):
             for m in ("fast", "torch")}
     assert runs["fast"][-1]["train_loss"] < runs["fast"][0]["train_loss"] and runs["fast"][-1]["val_acc"] > 40
     assert runs["fast"][-1]["train_loss"] != runs["torch"][-1]["train_loss"]
+
+
+def test_a_model_without_dropout_trains_the_same_with_either_masks(data_root):
+    """Fast masks touch nothing else: exp4 (dropout 0) and every other dropout-free model train
+    bit for bit as before, so their parity records stand for both settings."""
+    data = load("mnist", data_root, val_size=200, subset=500)
+    arch = TINY.with_recipe(epochs=1)
+    assert arch.dropout == 0
+    runs = [train(partial(build, arch), arch.recipe, data, progress=False, engine=Engine("cpu", "bf16", "off", "on", m))
+            for m in ("fast", "torch")]
+    assert [(h["train_loss"], h["val_acc"]) for h in runs[0]] == [(h["train_loss"], h["val_acc"]) for h in runs[1]]

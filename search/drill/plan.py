@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import math
 import statistics
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 
 import optuna
+import torch
 
 from ...space import Arch, ShapeError, SpaceConfig, build, count_params, sample_arch
 from ..engine import data as D
-from ..engine.train import VERIFY_ENGINE, Engine, train
+from ..engine.train import VERIFY_ENGINE, Engine, threads_each, train
 from . import racing as R
 from .config import DrillConfig
 from .state import Plan
@@ -49,16 +51,35 @@ def typical_archs(budget: int, data: D.Data, k: int, seed: int) -> list[Arch]:
 
 
 def timed_plan(cfg: DrillConfig, data: D.Data, warm: list[Arch], engine: Engine) -> Plan:
-    """The first plan, from short timed trainings of the largest warm start and a few typical models."""
+    """The first plan, from short timed trainings of the largest warm start and a few typical models.
+    Verify's cost is the search engine's times the two engines' ratio on the first model, timed
+    on the threads a worker trains with: on the leader's (all cores) fp32 eager gains more from
+    the extra threads than bf16 + channels last does, the ratio came out low, and Verify was
+    under-reserved (mnist-drill-7k-11: 14.1 min reserved, 25.3 taken). Search stays timed on the
+    leader's threads: Explore's fidelity is calibrated to it, and the re-plans measure the
+    workers' own trainings."""
     n_train = min(cfg.subset or len(data.train), len(data.train))
     # the largest warm start alone under-costed Explore 1.3-5x (mnist-drill-7k): sampled models have other shapes
     models = sorted(warm, key=count_params)[-1:] + typical_archs(cfg.budget, data, TIMED_SAMPLES, cfg.seed)
     if not models:
         raise ShapeError(f"no model of the default space has at most {cfg.budget:,} parameters on this data.")
     timed = [seconds_per_image(a, data, engine) for a in models]
+    with torch_threads(threads_each(cfg.n_workers)):
+        ratio = (seconds_per_image(models[0], data, replace(engine, **VERIFY_ENGINE))
+                 / seconds_per_image(models[0], data, engine))
     sec_search = sum(timed) / len(timed)
-    sec_verify = sec_search * seconds_per_image(models[0], data, replace(engine, **VERIFY_ENGINE)) / timed[0]
-    return plan(cfg, n_train, len(data.train) + cfg.val_size, sec_search, sec_verify)
+    return plan(cfg, n_train, len(data.train) + cfg.val_size, sec_search, sec_search * ratio)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to `n` for the block, then put back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def plan(cfg: DrillConfig, n_train: int, n_full: int, sec_search: float, sec_verify: float) -> Plan:
