@@ -96,10 +96,10 @@ def add_data_args(p: argparse.ArgumentParser, dataset: bool = True, data_dir: bo
 
 def add_engine_args(p: argparse.ArgumentParser, certify: bool) -> None:
     """A search only ranks models on validation, so it trains the fast way (bf16 where native,
-    channels last on a CPU). Verification and baselines certify test numbers: by default they
-    train exactly as the exported module's own train() does (fp32, eager, NCHW, torch's dropout), which
-    reproduces stored runs seed for seed; the other settings change the trajectory
-    (docs/performance.md)."""
+    channels last and fast dropout masks on a CPU). Verification and baselines certify test
+    numbers: by default they train exactly as the exported module's own train() does (fp32,
+    eager, NCHW, torch's dropout), which reproduces stored runs seed for seed; the other settings
+    change the trajectory (docs/performance.md)."""
     from .engine.train import MASKS
 
     precision, layout, masks = ("fp32", "off", "torch") if certify else ("auto", "auto", "auto")

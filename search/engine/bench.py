@@ -133,7 +133,7 @@ def measure(name: str, arch_json: str, images: int, source: list, threads: int, 
         history = train(partial(build, arch), arch.recipe, data, engine=engine, progress=False)
         seconds = [r["seconds"] for r in history]  # no val/test split here: pure training
         on_dev = Split(split.images.to(dev), split.labels.to(dev))  # as train() holds it
-        fmt = torch.channels_last if engine.resolve()[3] else torch.contiguous_format  # (device, bf16, compile, layout, masks)
+        fmt = torch.channels_last if engine.resolve()[3] else torch.contiguous_format
         t0 = time.perf_counter()
         evaluate(build(arch).to(dev, memory_format=fmt), on_dev.images, on_dev.labels, data.mean.to(dev),
                  data.std.to(dev), fmt)
