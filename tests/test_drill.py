@@ -139,6 +139,14 @@ def test_race_finishes_when_separated_decided_or_out_of_seeds():
     assert R.finished(at_cap) == "seeds" and len(at_cap[0].scores) == R.MAX_SEEDS
 
 
+def test_a_race_round_is_costed_a_wave_of_workers_at_a_time():
+    """Three runners on two workers train in two waves: a round costed as one training started
+    rounds that ran into Verify's share."""
+    assert R.round_seconds([300.0, 200.0, 250.0], workers=2) == 600.0
+    assert R.round_seconds([300.0, 200.0], workers=2) == 300.0
+    assert R.round_seconds([300.0, 200.0, 250.0], workers=8) == 300.0
+
+
 def test_the_race_interval_is_the_mean_and_its_standard_error():
     low, high = R.interval([99.40, 99.50, 99.45])
     assert (low + high) / 2 == pytest.approx(99.45) and high - low == pytest.approx(2 * 1.96 * 0.05 / math.sqrt(3))
@@ -156,8 +164,8 @@ def test_as_many_enter_the_race_as_a_round_can_train_side_by_side(workers, entra
     assert R.candidates(workers) == entrants
     cfg = DrillConfig(name="p", budget=7000, hours=2.0, workers=workers)
     p = plan(cfg, n_train=55000, n_full=60000, sec_search=2.5e-4, sec_verify=4.5e-4)
-    rounds = (p.race_end - p.narrow_end) / p.full_training_s  # each round one training per worker
-    assert rounds == pytest.approx(math.ceil(entrants * (R.MIN_SEEDS - 1) / workers))
+    waves = (p.race_end - p.narrow_end) / p.full_training_s  # each wave one training per worker
+    assert waves == pytest.approx((R.MIN_SEEDS - 1) * math.ceil(entrants / workers))  # a round: 3 on 2 workers is 2 waves
 
 
 # ----------------------------------------------------------------------------- plan and warm starts

@@ -34,7 +34,7 @@ def race(drill) -> None:
     while not (why := R.finished(state.alive(), c.bar)):
         n = min(len(r.scores) for r in state.alive())
         batch = [r for r in state.alive() if len(r.scores) == n]  # a round, posted at once: any free worker takes one
-        need = max(trials[r.number].user_attrs.get("seconds", p.full_training_s) for r in batch)
+        need = R.round_seconds([trials[r.number].user_attrs.get("seconds", p.full_training_s) for r in batch], c.n_workers)
         if drill.clock.now() + need > p.race_end:
             why = "time"
             break

@@ -54,9 +54,16 @@ def candidates(workers: int) -> int:
 
 
 def rounds(workers: int) -> int:
-    """Rounds of one training per worker that a race takes before it may be decided: every
-    entrant's extra seeds up to MIN_SEEDS (more, while undecided, come from the race's time share)."""
-    return math.ceil(candidates(workers) * (MIN_SEEDS - 1) / workers)
+    """Trainings a worker takes in a race before it may be decided: every entrant's extra seeds up
+    to MIN_SEEDS, a round at a time, each round in waves of one training per worker (more, while
+    undecided, come from the race's time share)."""
+    return (MIN_SEEDS - 1) * math.ceil(candidates(workers) / workers)
+
+
+def round_seconds(seconds: list[float], workers: int) -> float:
+    """How long a round of trainings of `seconds` each takes on `workers` side by side: the
+    slowest, once a wave (three runners on two workers are two waves: the third trains alone)."""
+    return max(seconds) * math.ceil(len(seconds) / workers)
 
 
 def seed_score(val_accs: list[float]) -> float:
