@@ -21,8 +21,11 @@ class Clock:
     def now(self) -> float:
         return self.base + time.monotonic() - self.t0
 
-    def save(self) -> None:
-        self.study.set_user_attr("spent", self.now())
+    def save(self) -> float:
+        """Store the time spent; return it (what was stored, not a second reading)."""
+        now = self.now()
+        self.study.set_user_attr("spent", now)
+        return now
 
     def _beat(self, every: float) -> None:
         while not self._stop.wait(every):

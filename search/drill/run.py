@@ -93,8 +93,7 @@ class Drill:
                     if name not in self.done():
                         self.log(f"[{name}] starting at {self.clock.now() / 60:.1f} min of {self.cfg.hours * 60:.1f}")
                         stage(self)
-                        self.clock.save()
-                        now, ended = self.clock.now(), self.study.user_attrs.get("ended", {})
+                        now, ended = self.clock.save(), self.study.user_attrs.get("ended", {})
                         self.study.set_user_attr("ended", {**ended, name: now})  # beside the plan's ends, in the notebook
                         self.study.set_user_attr("done", [*self.done(), name])
                         self.log(f"[{name}] done at {now / 60:.1f} min of {self.cfg.hours * 60:.1f}")
