@@ -437,10 +437,11 @@ def test_the_race_trains_a_rounds_seeds_side_by_side_and_keeps_each(tiny_drill, 
 
 
 def test_resuming_with_other_settings_is_refused(data_root):
-    cfg = DrillConfig(name="r", data_dir=str(data_root), **TINY)
+    roomy = {**TINY, "hours": 1.0}  # only planned, never run: hours a loaded machine's timing cannot call too short
+    cfg = DrillConfig(name="r", data_dir=str(data_root), **roomy)
     Drill(cfg, log=lambda line: None)
     with pytest.raises(StudyError, match="other settings"):
-        Drill(DrillConfig(name="r", data_dir=str(data_root), **{**TINY, "budget": 2000}))
+        Drill(DrillConfig(name="r", data_dir=str(data_root), **{**roomy, "budget": 2000}))
 
 
 # ----------------------------------------------------------------------------- kill -9 and resume
