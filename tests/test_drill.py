@@ -469,15 +469,18 @@ def put_then_die(self, key, value):
         os.kill(os.getpid(), signal.SIGKILL)
 
 optuna.Study.optimize, drill.Drill.write = optimize_then_die, put_then_die
-if at == "race":  # the race's share at its cap, half of what is left: on a loaded machine a tiny drill's
-    from budgetnas.search.drill import racing  # Narrow overran a share of a few trainings and no round ran
-    racing.rounds = lambda workers: 10**6
+# The race's share at its cap, half of what is left when Narrow is planned (by the first process, which
+# stores the plan): on a loaded machine a tiny drill's Narrow overran a share of a few trainings, no race
+# round ran, and nothing was killed in the race. 0.02 h: a round of three runners on one worker is three
+# trainings, which 0.012 h left no room for on a loaded machine.
+from budgetnas.search.drill import racing
+racing.rounds = lambda workers: 10**6
 main(["drill", *args])
 """
 
 
 def drill_proc(tmp_path, data_root, log, killed_at=""):
-    args = ["--name", "k", "--budget", "3000", "--hours", "0.012", "--epochs", "2", "--val-size", "300",
+    args = ["--name", "k", "--budget", "3000", "--hours", "0.02", "--epochs", "2", "--val-size", "300",
             "--seeds", "1", "--workers", "1", "--threads", "1", "--data-dir", str(data_root)]
     return subprocess.Popen([sys.executable, "-c", KILLED_AT, killed_at, *args], cwd=tmp_path, stdout=log,
                             stderr=subprocess.STDOUT)
