@@ -200,8 +200,22 @@ def gz_idx_corrupt(root):
     return folder, "train-images-idx3-ubyte.gz"
 
 
+def channels_first(root):
+    """PyTorch's (N, C, H, W) order read as Keras' (N, H, W, C) would train on C rows of W channels."""
+    path = root / "d.npz"
+    x = np.zeros((10, 3, 8, 8), np.uint8)
+    np.savez(path, x_train=x, y_train=np.arange(10) % 2, x_test=x, y_test=np.arange(10) % 2)
+    return path, "looks like (N, C, H, W)"
+
+
+def channels_first_idx(root):
+    folder = write_idx_folder(root / "idx", n_train=50, n_test=20)
+    (folder / "train-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((50, 1, 32, 32))))
+    return folder, "looks like (N, C, H, W)"
+
+
 BAD = [mixed_sizes, unreadable_image, labels_out_of_range, too_large_for_memory, truncated_idx, not_a_dataset,
-       float_images, float_pixel_images, gz_idx_corrupt]  # found in the training split
+       float_images, float_pixel_images, gz_idx_corrupt, channels_first, channels_first_idx]  # found in the training split
 BAD_TEST_SPLIT = [class_missing_from_train, labels_unseen_in_train, empty_split]  # only verify reads the test split
 
 

@@ -369,6 +369,14 @@ def _fits_memory(path, shape):
                         "free; use a subset of the data or a machine with more memory")
 
 
+def _channels_last(path, key, shape):
+    """Colour images are (N, H, W, C), as Keras saves them; (N, C, H, W), PyTorch's order, would be read
+    as C rows of W-channel pixels and train without an error, so it is refused."""
+    if len(shape) == 4 and shape[1] in (1, 3, 4) and shape[3] > 4:
+        raise DataError(f"{path}: {key} is {tuple(shape)}, which looks like (N, C, H, W); images are read as "
+                        "(N, H, W, C): save them as x.transpose(0, 2, 3, 1)")
+
+
 # ----------------------------------------------------------------------------- idx
 def _idx_split(folder, which):
     images, labels = (_idx_file(folder, name, (3, 4) if i == 0 else (1,)) for i, name in enumerate(IDX[which]))
@@ -390,6 +398,7 @@ def _idx_file(folder, name, ndims):
                 raise DataError(f"{path}: not an IDX file of unsigned bytes with {' or '.join(map(str, ndims))} dims "
                                 f"(magic {head.hex() or 'empty'}); is it the right file?")
             dims = [int.from_bytes(f.read(4), "big") for _ in range(ndim)]
+            _channels_last(path, "the images", dims)
             _fits_memory(path, dims)
             need = 1
             for d in dims:
@@ -454,6 +463,7 @@ def _check_array(path, key, shape, dtype):
         if dtype != "uint8" or len(shape) not in (3, 4):
             raise DataError(f"{path}: {key} is {dtype} {shape}; expected uint8 images (N, H, W) or (N, H, W, C), "
                             "values 0..255")
+        _channels_last(path, key, shape)
         _fits_memory(path, shape)
     elif dtype.kind not in "iu" or len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
         raise DataError(f"{path}: {key} is {dtype} {shape}; expected integer labels, shape (N,)")
