@@ -100,17 +100,17 @@ def add_engine_args(p: argparse.ArgumentParser, certify: bool) -> None:
     numbers: by default they train exactly as the exported module's own train() does (fp32,
     eager, NCHW, torch's dropout), which reproduces stored runs seed for seed; the other settings
     change the trajectory (docs/performance.md)."""
-    from .engine.train import MASKS
+    from .engine.train import CHOICES
 
     precision, layout, masks = ("fp32", "off", "torch") if certify else ("auto", "auto", "auto")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
-    p.add_argument("--precision", default=precision, choices=("auto", "fp32", "bf16"),
+    p.add_argument("--precision", default=precision, choices=CHOICES["precision"],
                    help=f"bf16 autocast for convolutions; auto: where it pays, a CPU with native bf16 (default: {precision})")
-    p.add_argument("--channels-last", default=layout, choices=("auto", "on", "off"),
+    p.add_argument("--channels-last", default=layout, choices=CHOICES["channels_last"],
                    help=f"NHWC weights and batches; auto: on a CPU, where it pays (default: {layout})")
-    p.add_argument("--compile", default="off", choices=("auto", "on", "off"),
+    p.add_argument("--compile", default="off", choices=CHOICES["compile"],
                    help="torch.compile the model; auto: off, no faster than channels last for a worker a core (default: off)")
-    p.add_argument("--masks", default=masks, choices=MASKS,
+    p.add_argument("--masks", default=masks, choices=CHOICES["masks"],
                    help=f"dropout masks: fast (cut from 64-bit draws) or torch's; auto: fast on a CPU, where it pays (default: {masks})")
 
 

@@ -19,7 +19,9 @@ from .loop import fit
 from .masks import with_fast_masks
 
 DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
-MASKS = ("auto", "fast", "torch")  # Engine.masks
+SWITCH = ("auto", "on", "off")
+CHOICES = {"precision": ("auto", "fp32", "bf16"), "compile": SWITCH, "channels_last": SWITCH,
+           "masks": ("auto", "fast", "torch")}  # each Engine field's domain, its flag's choices too
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -84,23 +86,19 @@ class Engine:
     """
 
     device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | bf16
-    compile: str = "auto"  # auto | on | off
-    channels_last: str = "auto"  # auto | on | off
-    masks: str = "auto"  # auto | fast | torch: how dropout draws its masks
+    precision: str = "auto"  # domains: CHOICES
+    compile: str = "auto"
+    channels_last: str = "auto"
+    masks: str = "auto"  # how dropout draws its masks
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def __post_init__(self):
         check_device(self.device)
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise BadInput(f"precision must be auto, fp32 or bf16, but got {self.precision!r}.")
-        for name in ("compile", "channels_last"):
-            if getattr(self, name) not in ("auto", "on", "off"):
-                raise BadInput(f"{name} must be auto, on or off, but got {getattr(self, name)!r}.")
-        if self.masks not in MASKS:
-            raise BadInput(f"masks must be {', '.join(MASKS[:-1])} or {MASKS[-1]}, but got {self.masks!r}.")
+        for name, domain in CHOICES.items():
+            if getattr(self, name) not in domain:
+                raise BadInput(f"{name} must be {', '.join(domain[:-1])} or {domain[-1]}, but got {getattr(self, name)!r}.")
 
     def pinned(self, device: torch.device | None = None) -> Engine:
         """The same engine with its autos decided for its device here, or for `device` (for the record)."""
